@@ -1,0 +1,68 @@
+"""One exception root for imgpipe, with machine-readable reasons.
+
+Every refusal a user can see carries a ``reason`` (a stable code for programs),
+a ``message`` (a sentence for people) and the HTTP ``status`` it maps to.
+Transient and permanent failures are distinct types, because the runner acts
+on that distinction: retry the first, dead-letter the second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ImgpipeError(Exception):
+    """Root of all imgpipe errors."""
+
+    reason: str = "internal_error"
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        status: int | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        if status is not None:
+            self.status = status
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body every HTTP service answers with."""
+        body: dict[str, Any] = {"reason": self.reason, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class ConfigError(ImgpipeError):
+    """A missing or malformed setting; the service stops at start."""
+
+    reason = "invalid_setting"
+
+
+class InvalidInput(ImgpipeError):
+    """The client sent something imgpipe refuses; retrying will not help."""
+
+    reason = "invalid_input"
+    status = 400
+
+
+class PermanentError(ImgpipeError):
+    """Processing failed in a way that a retry cannot fix (dead-letter it)."""
+
+    reason = "permanent_failure"
+    status = 422
+
+
+class TransientError(ImgpipeError):
+    """A backend is unreachable or overloaded; retry later."""
+
+    reason = "backend_unavailable"
+    status = 503
