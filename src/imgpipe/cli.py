@@ -1,0 +1,114 @@
+"""The `imgpipe` command: parses arguments, builds settings, runs a service.
+
+Each subcommand reads its settings from the environment (the seed's variable
+names) with command-line flags taking precedence, sets up structured logging
+and hands over to the service's ``run_*`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from imgpipe import __version__
+from imgpipe.core.config import (
+    ImageprocSettings,
+    ProvenanceSettings,
+    RunnerSettings,
+    UploadSettings,
+    load,
+)
+from imgpipe.core.errors import ConfigError
+from imgpipe.core.logs import setup_logging
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def _run(service: str, settings: Any, main: Coroutine[Any, Any, None]) -> int:
+    setup_logging(service, settings.log_level, settings.log_format)
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _upload(args: argparse.Namespace) -> int:
+    settings = load(UploadSettings, upload_host=args.host, upload_port=args.port)
+    from imgpipe.upload.service import run_upload
+
+    return _run("upload", settings, run_upload(settings))
+
+
+def _imageproc(args: argparse.Namespace) -> int:
+    settings = load(ImageprocSettings, imageproc_host=args.host, imageproc_port=args.port)
+    from imgpipe.imageproc import run_imageproc
+
+    return _run("imageproc", settings, run_imageproc(settings))
+
+
+def _runner(args: argparse.Namespace) -> int:
+    settings = load(RunnerSettings, runner_host=args.host, runner_port=args.port,
+                    runner_pipeline=args.pipeline)
+    from imgpipe.runner.service import run_runner
+
+    return _run("runner", settings, run_runner(settings))
+
+
+def _provenance(args: argparse.Namespace) -> int:
+    settings = load(ProvenanceSettings, provenance_host=args.host, provenance_port=args.port)
+    from imgpipe.provenance.service import run_provenance
+
+    return _run("provenance", settings, run_provenance(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgpipe",
+        description="Image processing pipeline with a provenance record you can verify.",
+    )
+    parser.add_argument("--version", action="version", version=f"imgpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def http(name: str, func: Command, help_: str, host_var: str, port_var: str,
+             port: int) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--host", default=None,
+                       help=f"address to listen on (env {host_var}, default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=None,
+                       help=f"port to listen on (env {port_var}, default {port})")
+        p.set_defaults(func=func)
+        return p
+
+    http("upload-server", _upload, "Serve the upload API and job status (HTTP).",
+         "UPLOAD_HOST", "UPLOAD_PORT", 8000)
+    http("imageproc", _imageproc, "Serve image processing with libvips (HTTP).",
+         "IMAGEPROC_HOST", "IMAGEPROC_PORT", 8080)
+    runner = http("runner", _runner,
+                  "Process images from AMQP_EXCHANGE_SUBSCRIBE, publish to AMQP_EXCHANGE_PUBLISH.",
+                  "RUNNER_HOST", "RUNNER_PORT", 8001)
+    runner.add_argument("--pipeline", default=None,
+                        help="this stage's pipeline (env RUNNER_PIPELINE; default: each event's own)")
+    http("provenance", _provenance, "Store provenance events in CouchDB.",
+         "PROVENANCE_HOST", "PROVENANCE_PORT", 8002)
+    for name, func in COMMANDS.items():
+        sub.add_parser(name).set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"imgpipe {args.command}: {err.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

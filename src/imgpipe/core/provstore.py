@@ -1,0 +1,171 @@
+"""Provenance storage in CouchDB (aiocouch).
+
+Services depend on the :class:`ProvenanceStore` protocol; :class:`CouchStore`
+is the CouchDB implementation. Documents are written once under a
+deterministic id: a second write of the same id (a redelivered event) meets
+CouchDB's 409 and counts as done.
+
+Everything that works around aiocouch or differences between Apache CouchDB
+and the CouchDB-compatible test server lives in :func:`_open_server`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+from aiocouch import ConflictError, CouchDB, Database
+from aiocouch.exception import NotFoundError
+
+from imgpipe.core.config import CouchSettings
+from imgpipe.core.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+#: Mango indexes the queries of the job API and lineage rely on.
+INDEXES: Sequence[Mapping[str, Any]] = (
+    {"name": "by-job", "index": {"fields": ["job_id"]}},
+    {"name": "by-input-sha", "index": {"fields": ["input.sha256"]}},
+    {"name": "by-output-sha", "index": {"fields": ["output.sha256"]}},
+)
+
+
+class ProvenanceStore(Protocol):
+    """What services need of the provenance database."""
+
+    async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        """Store ``doc`` under ``doc_id``; False when it was already stored."""
+        ...
+
+    async def get(self, doc_id: str) -> Doc | None: ...
+
+    async def find(
+        self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
+    ) -> list[Doc]: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _unavailable(exc: BaseException) -> TransientError:
+    return TransientError(
+        f"CouchDB is unavailable: {type(exc).__name__}", reason="provenance_unavailable"
+    )
+
+
+_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def _open_server(settings: CouchSettings) -> CouchDB:
+    """An aiocouch server object with the headers every request needs.
+
+    aiocouch offers only ``aiohttp.BasicAuth`` (deprecated in aiohttp 3.14)
+    or cookies (which expire); a static ``Authorization`` header avoids
+    both. ``Accept: application/json`` makes pouchdb-server answer JSON as
+    Apache CouchDB does. aiocouch has no public way to add default headers,
+    so they are set on its session here, in this one place.
+    """
+    server = CouchDB(settings.couchdb_url, timeout=aiohttp.ClientTimeout(total=30))
+    token = base64.b64encode(
+        f"{settings.couchdb_user}:{settings.couchdb_password.get_secret_value()}".encode()
+    ).decode()
+    session: aiohttp.ClientSession = server._server._http_session
+    session.headers["Authorization"] = f"Basic {token}"
+    session.headers["Accept"] = "application/json"
+    return server
+
+
+class CouchStore:
+    """:class:`ProvenanceStore` on CouchDB (or a server speaking its API)."""
+
+    def __init__(self, settings: CouchSettings, *, database: str | None = None) -> None:
+        self._settings = settings
+        self._name = database or settings.couchdb_db
+        self._server: CouchDB | None = None
+        self._db: Database | None = None
+
+    async def connect(self, *, create: bool = True) -> None:
+        """Open (and with ``create``, create) the database and its indexes."""
+        self._server = _open_server(self._settings)
+        try:
+            if create:
+                self._db = await self._server.create(self._name, exists_ok=True)
+                for index in INDEXES:
+                    await self._db.index(dict(index["index"]), name=index["name"])
+            else:
+                self._db = await self._server[self._name]
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def _database(self) -> Database:
+        if self._db is None:
+            try:
+                await self.connect()
+            except TransientError:
+                if self._server is not None:
+                    await self._server.close()
+                    self._server = None
+                raise
+        assert self._db is not None
+        return self._db
+
+    async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        db = await self._database()
+        data = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+        try:
+            document = await db.create(doc_id, data=data)
+            await document.save()
+        except ConflictError:
+            return False
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return True
+
+    async def get(self, doc_id: str) -> Doc | None:
+        db = await self._database()
+        try:
+            document = await db.get(doc_id)
+        except NotFoundError:
+            return None
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return dict(document.data or {}) | {"_id": doc_id}
+
+    async def find(
+        self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
+    ) -> list[Doc]:
+        """Mango query through a plain ``POST /db/_find``.
+
+        aiocouch's ``find()`` pages with bookmarks that pouchdb-server does not
+        send; one request with a limit works on both servers.
+        """
+        db = await self._database()
+        body: dict[str, Any] = {"selector": dict(selector), "limit": limit}
+        if sort:
+            body["sort"] = list(sort)
+        try:
+            _, result = await db._remote._post(f"/{self._name}/_find", data=body)
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+        assert isinstance(result, dict)
+        return [dict(d) for d in result.get("docs", [])]
+
+    async def check(self) -> None:
+        db = await self._database()
+        try:
+            await db.info()
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        self._server = None
+        self._db = None

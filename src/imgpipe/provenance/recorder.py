@@ -1,0 +1,47 @@
+"""Turning provenance events into CouchDB documents, once each."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from imgpipe.core.errors import PermanentError
+from imgpipe.core.logs import job_context
+from imgpipe.core.messages import ProvenanceEvent
+from imgpipe.core.messaging import Delivery
+from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.provenance import metrics
+
+log = logging.getLogger(__name__)
+
+DOC_TYPE = "imgpipe.provenance"
+SCHEMA_VERSION = 1
+
+
+def to_document(event: ProvenanceEvent) -> dict[str, Any]:
+    doc = event.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["type"] = DOC_TYPE
+    doc["schema_version"] = SCHEMA_VERSION
+    return doc
+
+
+@dataclass
+class Recorder:
+    store: ProvenanceStore
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            event = ProvenanceEvent.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            raise PermanentError(
+                f"not an imgpipe provenance event: {exc.error_count()} errors",
+                reason="invalid_message",
+            ) from exc
+        with job_context(event.job_id):
+            created = await self.store.put(event.event_id, to_document(event))
+            metrics.RECORDS.labels(kind=event.kind, outcome="stored" if created else "duplicate").inc()
+            log.info("provenance stored" if created else "provenance already stored",
+                     extra={"kind": event.kind, "doc_id": event.event_id})

@@ -1,0 +1,159 @@
+"""The runner's work: one image event in, one output per pipeline out.
+
+For each pipeline of an event the runner fetches the input from S3, has
+imageproc process it, stores the output under a key derived from job, stage
+and pipeline, and publishes provenance and a ``processed`` event. The message
+is acked only after all of that (the broker adapter acks when the handler
+returns), so a crash at any point means a redelivery that rewrites the same
+key and the same provenance document ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from imgpipe import __version__
+from imgpipe.core.config import RunnerSettings
+from imgpipe.core.errors import ImgpipeError, PermanentError
+from imgpipe.core.logs import job_context
+from imgpipe.core.messages import (
+    ImageEvent,
+    ObjectRef,
+    ProvenanceEvent,
+    SoftwareAgent,
+    StageRecord,
+    provenance_event_id,
+    stable_id,
+    utcnow,
+)
+from imgpipe.core.messaging import Broker, Delivery
+from imgpipe.core.storage import ObjectNotFound, ObjectStore
+from imgpipe.runner import metrics
+from imgpipe.runner.imageproc_client import ImageprocClient, Processed
+
+log = logging.getLogger(__name__)
+
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def output_key(job_id: str, stage: str, pipeline: str, extension: str) -> str:
+    """Where a job's output for one stage and pipeline lives: the same on every retry."""
+    return f"jobs/{job_id}/{stage}/{stable_id(pipeline)[:16]}.{extension}"
+
+
+@dataclass
+class Runner:
+    settings: RunnerSettings
+    broker: Broker
+    store: ObjectStore
+    imageproc: ImageprocClient
+
+    @property
+    def stage(self) -> str:
+        return self.settings.stage
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Handle one delivery; raising decides between retry and dead-letter."""
+        try:
+            event = ImageEvent.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            raise PermanentError(f"not an imgpipe image event: {exc.error_count()} errors",
+                                 reason="invalid_message") from exc
+        pipelines = (self.settings.runner_pipeline,) if self.settings.runner_pipeline else event.pipelines
+        with job_context(event.job_id):
+            for pipeline in pipelines:
+                await self._process(event, pipeline)
+
+    async def _provenance(self, event: ProvenanceEvent) -> None:
+        await self.broker.publish(
+            self.settings.amqp_exchange_prov, event.to_bytes(),
+            message_id=event.event_id, routing_key=event.kind,
+        )
+
+    def _agents(self, vips_version: str | None = None) -> tuple[SoftwareAgent, ...]:
+        agents = [SoftwareAgent(name="imgpipe-runner", version=__version__, instance=INSTANCE)]
+        if vips_version:
+            agents.append(SoftwareAgent(name="libvips", version=vips_version,
+                                        instance=self.imageproc.instance))
+        return tuple(agents)
+
+    async def _process(self, event: ImageEvent, pipeline: str) -> None:
+        started_at = utcnow()
+        clock = time.perf_counter()
+        base = {"job_id": event.job_id, "stage": self.stage, "pipeline": pipeline,
+                "input": event.image, "filename": event.filename, "history": event.history}
+        await self._provenance(ProvenanceEvent(
+            event_id=provenance_event_id(event.job_id, self.stage, "step.started", pipeline),
+            kind="step.started", started_at=started_at, agents=self._agents(), **base,
+        ))
+        try:
+            data = await self.store.get_bytes(event.image.bucket, event.image.key)
+            if hashlib.sha256(data).hexdigest() != event.image.sha256:
+                raise PermanentError(
+                    f"the stored input {event.image.uri} no longer matches its sha256",
+                    reason="input_changed",
+                )
+            result = await self.imageproc.process(data, pipeline)
+        except ObjectNotFound as exc:
+            await self._failed(event, pipeline, started_at, PermanentError(exc.message, reason="input_missing"))
+            raise PermanentError(exc.message, reason="input_missing") from exc
+        except PermanentError as exc:
+            await self._failed(event, pipeline, started_at, exc)
+            raise
+        output = await self._store_output(event, pipeline, result)
+        ended_at = utcnow()
+        await self._provenance(ProvenanceEvent(
+            event_id=provenance_event_id(event.job_id, self.stage, "step.completed", pipeline),
+            kind="step.completed", started_at=started_at, ended_at=ended_at,
+            output=output, agents=self._agents(result.vips_version),
+            **(base | {"input": event.image.model_copy(update={
+                "width": result.input_width, "height": result.input_height,
+                "format": event.image.format or result.input_format})}),
+        ))
+        processed = ImageEvent(
+            event_id=stable_id(event.job_id, self.stage, pipeline, "processed"),
+            kind="processed", job_id=event.job_id, stage=self.stage, image=output,
+            pipelines=(pipeline,), filename=event.filename,
+            history=event.history + (StageRecord(stage=event.stage, pipeline=pipeline,
+                                                 job_id=event.job_id, sha256=event.image.sha256),),
+        )
+        await self.broker.publish(
+            self.settings.amqp_exchange_publish, processed.to_bytes(),
+            message_id=processed.event_id, routing_key="processed", mandatory=False,
+        )
+        metrics.JOBS.labels(outcome="done").inc()
+        metrics.DURATION.observe(time.perf_counter() - clock)
+        log.info("image processed", extra={"pipeline": pipeline, "output": output.uri,
+                                           "sha256": output.sha256})
+
+    async def _store_output(self, event: ImageEvent, pipeline: str, result: Processed) -> ObjectRef:
+        key = output_key(event.job_id, self.stage, result.pipeline, result.format or "bin")
+        stored = await self.store.put_bytes(
+            self.settings.s3_output_bucket, key, result.body, content_type=result.media_type,
+            metadata={"job-id": event.job_id, "stage": self.stage,
+                      "input-sha256": event.image.sha256},
+        )
+        return ObjectRef(
+            bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
+            media_type=result.media_type, format=result.format,
+            width=result.width, height=result.height,
+        )
+
+    async def _failed(self, event: ImageEvent, pipeline: str, started_at: object,
+                      error: ImgpipeError) -> None:
+        metrics.JOBS.labels(outcome="failed").inc()
+        log.warning("image failed: %s", error.message, extra={"reason": error.reason})
+        await self._provenance(ProvenanceEvent(
+            event_id=provenance_event_id(event.job_id, self.stage, "step.failed", pipeline),
+            kind="step.failed", job_id=event.job_id, stage=self.stage, pipeline=pipeline,
+            input=event.image, filename=event.filename, history=event.history,
+            ended_at=utcnow(), reason=error.reason, message=error.message,
+            agents=self._agents(),
+        ))

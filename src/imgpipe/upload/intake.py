@@ -1,0 +1,167 @@
+"""Reading a multipart upload: each ``file`` part streamed to S3 as it arrives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from imgpipe.core.errors import InvalidInput
+from imgpipe.core.formats import SNIFF_BYTES, media_type, sniff_format
+from imgpipe.core.messages import new_id
+from imgpipe.core.storage import ObjectStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+MAX_FIELD_BYTES = 64 * 1024
+FORM_FIELDS = ("pipeline",)
+
+
+@dataclass
+class ReceivedFile:
+    job_id: str
+    filename: str | None
+    format: str
+    stored: StoredObject
+
+    @property
+    def media_type(self) -> str:
+        return media_type(self.format)
+
+
+@dataclass
+class Intake:
+    files: list[ReceivedFile] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+def input_key(job_id: str) -> str:
+    """Where a job's uploaded image lives in the input bucket."""
+    return f"uploads/{job_id}"
+
+
+def clean_filename(name: str | None) -> str | None:
+    """The client's file name, kept as metadata only: no path, no control characters."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())[:200].strip()
+    return base or None
+
+
+class TooLarge(InvalidInput):
+    reason = "too_large"
+    status = 413
+
+
+async def _read_head(part: BodyPartReader) -> bytes:
+    head = b""
+    while len(head) < SNIFF_BYTES:
+        chunk = await part.read_chunk(SNIFF_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+async def _stream_file(
+    part: BodyPartReader, store: ObjectStore, bucket: str, max_bytes: int, index: int
+) -> ReceivedFile:
+    filename = clean_filename(part.filename)
+    head = await _read_head(part)
+    if not head:
+        raise InvalidInput(
+            f"File {index + 1} ({filename or 'unnamed'}) is empty.", reason="empty_file"
+        )
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise InvalidInput(
+            f"File {index + 1} ({filename or 'unnamed'}) is not an image imgpipe can read "
+            "(supported: JPEG, PNG, GIF, WebP, TIFF, AVIF, HEIF).",
+            reason="unsupported_format",
+            status=415,
+        )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        total = len(head)
+        yield head
+        while chunk := await part.read_chunk(CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                raise TooLarge(
+                    f"File {index + 1} ({filename or 'unnamed'}) is larger than the limit "
+                    f"of {max_bytes} bytes."
+                )
+            yield chunk
+
+    job_id = new_id()
+    metadata = {"job-id": job_id, "format": fmt}
+    if filename:
+        metadata["filename"] = filename.encode("ascii", "backslashreplace").decode()
+    stored = await store.put_stream(
+        bucket, input_key(job_id), chunks(), content_type=media_type(fmt), metadata=metadata
+    )
+    return ReceivedFile(job_id=job_id, filename=filename, format=fmt, stored=stored)
+
+
+async def read_upload(
+    request: web.Request,
+    store: ObjectStore,
+    bucket: str,
+    *,
+    max_bytes: int,
+    max_files: int,
+) -> Intake:
+    """Stream every ``file`` part of a multipart request to ``bucket``.
+
+    On any error the objects already stored for this request are deleted
+    before the error propagates: a refused request leaves nothing behind.
+    """
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput(
+            "Send the images as multipart/form-data with one or more 'file' parts "
+            "(curl -F file=@photo.jpg ...).",
+            reason="expected_multipart",
+            status=415 if request.content_type not in ("", "application/octet-stream") else 400,
+        )
+    intake = Intake()
+    try:
+        reader: MultipartReader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidInput("Nested multipart bodies are not supported.", reason="invalid_form")
+            if part.name == "file":
+                if len(intake.files) >= max_files:
+                    raise InvalidInput(
+                        f"At most {max_files} files can be sent in one upload.",
+                        reason="too_many_files",
+                        status=413,
+                    )
+                intake.files.append(
+                    await _stream_file(part, store, bucket, max_bytes, len(intake.files))
+                )
+            elif part.name in FORM_FIELDS:
+                value = await part.read(decode=True)
+                if len(value) > MAX_FIELD_BYTES:
+                    raise InvalidInput(f"Field '{part.name}' is too long.", reason="field_too_long")
+                intake.fields.setdefault(part.name, []).append(value.decode("utf-8", "replace"))
+            else:
+                raise InvalidInput(
+                    f"Unknown form field '{part.name}'; expected 'file' and optionally 'pipeline'.",
+                    reason="unknown_field",
+                )
+    except BaseException:
+        await discard(store, bucket, intake)
+        raise
+    return intake
+
+
+async def discard(store: ObjectStore, bucket: str, intake: Intake) -> None:
+    for received in intake.files:
+        try:
+            await store.delete(bucket, received.stored.key)
+        except Exception:  # noqa: BLE001 - logged; the sweep finds it by its job-id metadata
+            log.warning("could not delete refused upload", extra={"key": received.stored.key})
