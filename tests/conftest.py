@@ -1,0 +1,3 @@
+"""Shared pytest configuration for imgpipe's tests."""
+
+pytest_plugins = ["tests.servers"]
