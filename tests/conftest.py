@@ -1,3 +1,3 @@
 """Shared pytest configuration for imgpipe's tests."""
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.system"]

@@ -96,6 +96,10 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+class _SourceFailed(Exception):
+    """The byte source of a streamed put failed (not S3): re-raised as it was."""
+
+
 class S3Store:
     """:class:`ObjectStore` on an S3-compatible server (path-style addressing)."""
 
@@ -181,8 +185,15 @@ class S3Store:
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+        source = chunks.__aiter__()
         try:
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:
+                    raise _SourceFailed() from exc
                 digest.update(chunk)
                 size += len(chunk)
                 buffer += chunk
@@ -219,6 +230,9 @@ class S3Store:
         except BaseException as exc:
             if upload_id is not None:
                 await self._abort(bucket, key, upload_id)
+            if isinstance(exc, _SourceFailed):
+                assert exc.__cause__ is not None
+                raise exc.__cause__ from None
             if isinstance(exc, (ClientError, BotoCoreError, OSError)):
                 raise _transient(exc, "put") from exc
             raise

@@ -1,0 +1,162 @@
+"""The backend adapters against real servers: S3, RabbitMQ, CouchDB."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from imgpipe.core.config import CouchSettings, S3Settings
+from imgpipe.core.errors import PermanentError, TransientError
+from imgpipe.core.messaging import AmqpBroker, Delivery
+from imgpipe.core.provstore import CouchStore
+from imgpipe.core.storage import ObjectNotFound, S3Store
+
+
+def s3_settings(server: Any, **extra: Any) -> S3Settings:
+    values: dict[str, Any] = {"s3_url": server.url, "s3_access_key": server.access_key,
+                              "s3_secret_key": SecretStr(server.secret_key)}
+    return S3Settings(**(values | extra))
+
+
+@pytest.fixture
+async def s3(s3_server: Any, unique_name: str) -> AsyncIterator[S3Store]:
+    store = S3Store(s3_settings(s3_server), part_size=5 * 1024 * 1024)
+    await store.connect()
+    await store.ensure_bucket(unique_name)
+    yield store
+    await store.close()
+
+
+async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def test_stream_small_and_multipart_objects(s3: S3Store, unique_name: str) -> None:
+    for name, size in (("small", 1000), ("large", 11 * 1024 * 1024 + 7)):
+        data = os.urandom(size)
+        stored = await s3.put_stream(unique_name, name, _chunks(data), content_type="image/png",
+                                     metadata={"job-id": "j1"})
+        assert stored.size == size
+        assert stored.sha256 == hashlib.sha256(data).hexdigest()
+        assert await s3.get_bytes(unique_name, name) == data
+        info = await s3.head(unique_name, name)
+        assert info is not None and info.size == size and info.metadata["job-id"] == "j1"
+    assert sorted(await s3.list_keys(unique_name)) == ["large", "small"]
+
+
+async def test_failed_stream_leaves_no_object(s3: S3Store, unique_name: str) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield os.urandom(6 * 1024 * 1024)
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await s3.put_stream(unique_name, "half", broken(), content_type="image/png")
+    assert await s3.head(unique_name, "half") is None
+    assert await s3.list_keys(unique_name) == []
+
+
+async def test_missing_object_and_wrong_keys(s3_server: Any, s3: S3Store, unique_name: str) -> None:
+    with pytest.raises(ObjectNotFound):
+        await s3.get_bytes(unique_name, "nope")
+    wrong = S3Store(s3_settings(s3_server, s3_secret_key=SecretStr("wrong")))
+    await wrong.connect()
+    try:
+        with pytest.raises(TransientError):
+            await wrong.put_bytes(unique_name, "x", b"x", content_type="image/png")
+    finally:
+        await wrong.close()
+
+
+@pytest.fixture
+async def broker(rabbitmq_url: str) -> AsyncIterator[AmqpBroker]:
+    b = AmqpBroker(rabbitmq_url, name="imgpipe-test")
+    await b.connect()
+    yield b
+    await b.close()
+
+
+async def test_publish_consume_and_outcomes(broker: AmqpBroker, unique_name: str) -> None:
+    queue = await broker.declare_work_queue(unique_name)
+    seen: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        if delivery.body == b"bad":
+            raise PermanentError("cannot ever work")
+        if delivery.body == b"flaky" and not delivery.redelivered:
+            raise TransientError("try again")
+        if len(seen) >= 4:
+            done.set()
+
+    for body in (b"ok", b"bad", b"flaky"):
+        await broker.publish(unique_name, body, message_id=body.decode())
+    consumer = await broker.consume(queue, handler, prefetch=4)
+    await asyncio.wait_for(done.wait(), 20)
+    await consumer.stop(grace=5)
+    assert sorted(seen) == [b"bad", b"flaky", b"flaky", b"ok"]
+
+
+async def test_unroutable_mandatory_publish_is_an_error(broker: AmqpBroker, unique_name: str) -> None:
+    await broker.declare_exchange(unique_name)
+    with pytest.raises(TransientError):
+        await broker.publish(unique_name, b"lost?", message_id="m1")
+    await broker.publish(unique_name, b"fine to drop", message_id="m2", mandatory=False)
+
+
+async def test_queued_messages_wait_for_a_consumer(rabbitmq_url: str, unique_name: str) -> None:
+    first = AmqpBroker(rabbitmq_url)
+    await first.connect()
+    queue = await first.declare_work_queue(unique_name)
+    await first.publish(unique_name, b"while nobody listens", message_id="m")
+    await first.close()
+    second = AmqpBroker(rabbitmq_url)
+    await second.connect()
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handler(delivery: Delivery) -> None:
+        if not got.done():
+            got.set_result(delivery.body)
+
+    consumer = await second.consume(queue, handler, prefetch=1)
+    assert await asyncio.wait_for(got, 10) == b"while nobody listens"
+    await consumer.stop(grace=2)
+    await second.close()
+
+
+@pytest.fixture
+async def couch(couchdb_server: Any, unique_name: str) -> AsyncIterator[CouchStore]:
+    settings = CouchSettings(couchdb_url=couchdb_server.url, couchdb_user=couchdb_server.user,
+                             couchdb_password=SecretStr(couchdb_server.password),
+                             couchdb_db=unique_name)
+    store = CouchStore(settings)
+    await store.connect()
+    yield store
+    await store.close()
+
+
+async def test_documents_are_stored_once_and_found(couch: CouchStore) -> None:
+    assert await couch.put("doc-1", {"job_id": "j1", "kind": "a", "n": 1}) is True
+    assert await couch.put("doc-1", {"job_id": "j1", "kind": "a", "n": 2}) is False
+    await couch.put("doc-2", {"job_id": "j1", "kind": "b"})
+    await couch.put("doc-3", {"job_id": "j2", "kind": "a"})
+    stored = await couch.get("doc-1")
+    assert stored is not None and stored["n"] == 1
+    assert await couch.get("missing") is None
+    found = await couch.find({"job_id": "j1"})
+    assert sorted(d["_id"] for d in found) == ["doc-1", "doc-2"]
+    await couch.check()
+
+
+async def test_unreachable_couchdb_is_transient(unique_name: str) -> None:
+    store = CouchStore(CouchSettings(couchdb_url="http://127.0.0.1:9", couchdb_db=unique_name))
+    with pytest.raises(TransientError):
+        await store.put("x", {"a": 1})
+    await store.close()
