@@ -65,6 +65,13 @@ S3_DEFAULT_PORTS = {
     "filer": 8888, "filer_grpc": 18888, "volume": 9340, "volume_grpc": 19340,
     "admin": 23646, "admin_grpc": 33646,
 }
+# weed mini's maintenance worker dials the admin server at its HTTP port + 10000,
+# whatever -admin.port.grpc says.
+S3_ADMIN_GRPC_OFFSET = 10000
+# Every bucket takes at least one volume: allow many small ones, so that a test suite
+# making a bucket per test does not run out (the default is free disk / 1 GiB).
+S3_VOLUME_SIZE_MB = 64
+S3_MAX_VOLUMES = 1000
 COUCHDB_DEFAULT_PORT = 5984
 RABBITMQ_DEFAULT_PORT = 5672
 RABBITMQ_LIB_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -77,13 +84,31 @@ class ServiceError(RuntimeError):
 # --------------------------------------------------------------------------- helpers
 
 
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback TCP ports that were free a moment ago."""
+def free_ports(count: int, *, pair_offset: int = 0) -> list[int]:
+    """Return ``count`` distinct loopback TCP ports that were free a moment ago.
+
+    With ``pair_offset``, the last two are a pair ``p`` and ``p + pair_offset``.
+    """
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
+        ports: list[int] = []
+        for _ in range(count - 2 if pair_offset else count):
+            sock = stack.enter_context(socket.socket())
             sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
+            ports.append(sock.getsockname()[1])
+        if not pair_offset:
+            return ports
+        for _ in range(200):
+            sock = stack.enter_context(socket.socket())
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+            if port + pair_offset > 65535 or port + pair_offset in ports:
+                continue
+            try:
+                stack.enter_context(socket.socket()).bind((HOST, port + pair_offset))
+            except OSError:
+                continue
+            return [*ports, port, port + pair_offset]
+        raise ServiceError(f"no free pair of loopback ports {pair_offset} apart")
 
 
 def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
@@ -378,6 +403,7 @@ class S3Server:
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
+            f"-master.volumeSizeLimitMB={S3_VOLUME_SIZE_MB}", f"-volume.max={S3_MAX_VOLUMES}",
         ]
 
     def start(self, timeout: float = 60.0) -> S3Server:
@@ -421,7 +447,8 @@ def s3_ports(ports: str | dict[str, int] = "auto") -> dict[str, int]:
         return dict(ports)
     if ports == "default":
         return dict(S3_DEFAULT_PORTS)
-    return dict(zip(S3_PORT_NAMES, free_ports(len(S3_PORT_NAMES))))
+    # S3_PORT_NAMES ends with the admin pair.
+    return dict(zip(S3_PORT_NAMES, free_ports(len(S3_PORT_NAMES), pair_offset=S3_ADMIN_GRPC_OFFSET)))
 
 
 def start_s3(
