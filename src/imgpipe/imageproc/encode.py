@@ -1,0 +1,95 @@
+"""Encoding the final image: format options tuned for small files, metadata policy."""
+
+from __future__ import annotations
+
+import pyvips
+
+from imgpipe.core.pipeline.output import Format
+from imgpipe.imageproc.dither import PALETTE_FIELD
+from imgpipe.imageproc.pixels import flatten
+
+_KEEP = {
+    "none": pyvips.enums.ForeignKeep.NONE,
+    "icc": pyvips.enums.ForeignKeep.ICC,
+    "meta": (
+        pyvips.enums.ForeignKeep.ICC
+        | pyvips.enums.ForeignKeep.EXIF
+        | pyvips.enums.ForeignKeep.XMP
+        | pyvips.enums.ForeignKeep.IPTC
+    ),
+}
+
+
+def _palette_colours(image: pyvips.Image) -> int | None:
+    if image.get_typeof(PALETTE_FIELD):
+        return int(image.get(PALETTE_FIELD))
+    return None
+
+
+def encode(image: pyvips.Image, fmt: Format) -> bytes:
+    """Write ``image`` in the format ``fmt`` asks for and return the bytes."""
+    keep = _KEEP[fmt.keep]
+    colours = _palette_colours(image)
+    if fmt.format == "jpeg":
+        image = flatten(image, fmt.bg)
+        return bytes(
+            image.jpegsave_buffer(
+                Q=fmt.quality,
+                optimize_coding=True,
+                trellis_quant=True,
+                overshoot_deringing=True,
+                interlace=fmt.progressive,
+                optimize_scans=fmt.progressive,
+                keep=keep,
+            )
+        )
+    if fmt.format == "png":
+        options: dict[str, object] = {}
+        if colours is not None and image.bands == 1 and colours in (2, 4, 16):
+            options["bitdepth"] = {2: 1, 4: 2, 16: 4}[colours]
+        elif colours is not None:
+            options.update(palette=True, colours=colours, dither=0.0, Q=100)
+        return bytes(
+            image.pngsave_buffer(
+                compression=fmt.effort if fmt.effort is not None else 6,
+                interlace=fmt.progressive,
+                keep=keep,
+                **options,
+            )
+        )
+    if fmt.format == "webp":
+        return bytes(
+            image.webpsave_buffer(
+                Q=fmt.quality,
+                lossless=fmt.lossless,
+                effort=min(fmt.effort if fmt.effort is not None else 4, 6),
+                keep=keep,
+            )
+        )
+    if fmt.format == "avif":
+        return bytes(
+            image.heifsave_buffer(
+                Q=fmt.quality,
+                lossless=fmt.lossless,
+                compression="av1",
+                effort=min(fmt.effort if fmt.effort is not None else 4, 9),
+                bitdepth=8,
+                keep=keep,
+            )
+        )
+    if fmt.format == "tiff":
+        return bytes(image.tiffsave_buffer(compression="deflate", predictor="horizontal", keep=keep))
+    if fmt.format == "gif":
+        options = {"dither": 0.0} if colours is not None else {}
+        if colours is not None:
+            options["bitdepth"] = max(1, (colours - 1).bit_length())
+        image = flatten(image, fmt.bg) if image.hasalpha() and colours is not None else image
+        return bytes(
+            image.gifsave_buffer(
+                effort=max(1, min(fmt.effort if fmt.effort is not None else 7, 10)),
+                interlace=fmt.progressive,
+                keep=keep,
+                **options,
+            )
+        )
+    raise ValueError(f"unknown format {fmt.format}")

@@ -1,0 +1,47 @@
+"""Refusals of the image engine, each with its own reason and HTTP status."""
+
+from __future__ import annotations
+
+from imgpipe.core.errors import InvalidInput, TransientError
+
+
+class UnsupportedFormat(InvalidInput):
+    """Empty input, bytes of no known image format, or a format that is not allowed."""
+
+    reason = "unsupported_format"
+    status = 415
+
+
+class TooLarge(InvalidInput):
+    """The input has more bytes than the configured maximum."""
+
+    reason = "too_large"
+    status = 413
+
+
+class TooManyPixels(InvalidInput):
+    """The input (or the output asked for) has more pixels or frames than allowed."""
+
+    reason = "too_many_pixels"
+    status = 413
+
+
+class CorruptImage(InvalidInput):
+    """The input's header is readable but its pixel data is truncated or corrupt."""
+
+    reason = "corrupt_image"
+    status = 422
+
+
+class Overloaded(TransientError):
+    """Every worker is busy and the queue is full; retry after a moment."""
+
+    reason = "overloaded"
+    status = 429
+
+
+class ProcessingTimeout(TransientError):
+    """Processing took longer than the per-request time limit."""
+
+    reason = "timeout"
+    status = 504
