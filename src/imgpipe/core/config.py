@@ -124,6 +124,14 @@ class ImageprocSettings(LogSettings):
     imageproc_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     imageproc_max_pixels: int = Field(default=50_000_000, ge=1)
     imageproc_timeout: float = Field(default=60.0, gt=0)
+    imageproc_max_frames: int = Field(default=1000, ge=1, description="Most frames an input may have.")
+    imageproc_max_output_dimension: int = Field(default=16384, ge=1, le=65535)
+    imageproc_formats: str = Field(
+        default="jpeg,png,webp,avif,tiff,gif", description="Input formats allowed (comma-separated)."
+    )
+    imgpipe_presets: str | None = Field(
+        default=None, description="User presets: a JSON/TOML file path or inline JSON."
+    )
 
 
 class RunnerSettings(AmqpSettings, S3Settings, LogSettings):

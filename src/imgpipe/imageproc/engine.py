@@ -11,8 +11,8 @@ import pyvips
 
 from imgpipe.core.pipeline import Operation, Pipeline
 from imgpipe.core.pipeline.geometry import Resize
-from imgpipe.core.pipeline.tone import Dither
-from imgpipe.imageproc import geometry
+from imgpipe.core.pipeline.tone import Blur, Dither, Grayscale, Sharpen
+from imgpipe.imageproc import geometry, tone
 from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
 from imgpipe.imageproc.errors import CorruptImage
@@ -24,10 +24,13 @@ Apply = Callable[[pyvips.Image, Any], pyvips.Image]
 APPLY: dict[type[Operation], Apply] = {
     Resize: geometry.resize,
     Dither: dither,
+    Blur: tone.blur,
+    Sharpen: tone.sharpen,
+    Grayscale: tone.grayscale,
 }
 """The function that performs each operation model."""
 
-SEQUENTIAL_SAFE: frozenset[type[Operation]] = frozenset({Resize, Dither})
+SEQUENTIAL_SAFE: frozenset[type[Operation]] = frozenset({Resize, Dither, Grayscale})
 """Operations that read their input top to bottom, so the loader may stream."""
 
 

@@ -80,12 +80,14 @@ def build_step(name: Any, params: Mapping[str, Any], index: int) -> Operation:
 def _text_step(text: str, index: int) -> Operation:
     name, _, arg_text = text.partition(":")
     cls = OPERATIONS.get(name.strip().lower())
+    if cls is None:
+        return build_step(name, {}, index)
     params: dict[str, Any] = {}
     if arg_text.strip():
         for position, token in enumerate(arg_text.split(",")):
             key, eq, value = token.partition("=")
             if not eq:
-                if position == 0 and cls is not None and cls.main is not None:
+                if position == 0 and cls.main is not None:
                     params[cls.main] = unquote(token.strip())
                     continue
                 what = f"{name.strip()[:64]}: expected key=value, got {token[:64]!r}"

@@ -24,3 +24,33 @@ class Dither(Operation):
 
     colors: int = Field(default=2, ge=2, le=256, description="Number of output colours.")
     mono: bool = Field(default=True, description="Grey levels (true) or an image palette (false).")
+
+
+@register
+class Blur(Operation):
+    """Gaussian blur."""
+
+    name: ClassVar[str] = "blur"
+    main: ClassVar[str | None] = "sigma"
+
+    sigma: float = Field(default=1.0, ge=0.1, le=100, description="Standard deviation in pixels.")
+
+
+@register
+class Sharpen(Operation):
+    """Unsharp-mask sharpening of lightness (libvips ``sharpen``)."""
+
+    name: ClassVar[str] = "sharpen"
+    main: ClassVar[str | None] = "sigma"
+
+    sigma: float = Field(default=1.0, ge=0.1, le=10, description="Radius of the mask in pixels.")
+    flat: float = Field(default=0.0, ge=0, le=10, description="Sharpening of flat areas (m1).")
+    jagged: float = Field(default=3.0, ge=0, le=20, description="Sharpening of edges (m2).")
+
+
+@register
+class Grayscale(Operation):
+    """Convert to shades of grey (alpha is kept)."""
+
+    name: ClassVar[str] = "grayscale"
+    aliases: ClassVar[dict[str, str]] = {}

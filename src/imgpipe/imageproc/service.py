@@ -1,0 +1,158 @@
+"""The imageproc HTTP service: ``POST /process`` plus catalogue, presets and ops routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from imgpipe import __version__
+from imgpipe.core.config import ImageprocSettings
+from imgpipe.core.errors import ImgpipeError, TransientError
+from imgpipe.core.http import add_ops_routes, json_error, serve, wait_for_stop_signal
+from imgpipe.core.pipeline import (
+    BUILTIN_PRESETS,
+    DEFAULT_PIPELINE,
+    catalogue,
+    load_presets,
+    parse_pipeline,
+)
+from imgpipe.imageproc import metrics
+from imgpipe.imageproc.engine import vips_version
+from imgpipe.imageproc.errors import TooLarge
+from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
+from imgpipe.imageproc.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+POOL: web.AppKey[WorkerPool] = web.AppKey("pool", WorkerPool)
+PRESETS: web.AppKey[dict[str, str]] = web.AppKey("presets", dict)
+SETTINGS: web.AppKey[ImageprocSettings] = web.AppKey("settings", ImageprocSettings)
+DRAINING: web.AppKey[list[bool]] = web.AppKey("draining", list)
+
+
+def limits_from(settings: ImageprocSettings) -> Limits:
+    """The engine limits a service with these settings enforces."""
+    formats = frozenset(f.strip() for f in settings.imageproc_formats.split(",") if f.strip())
+    return Limits(
+        max_bytes=settings.imageproc_max_bytes,
+        max_pixels=settings.imageproc_max_pixels,
+        max_frames=settings.imageproc_max_frames,
+        max_output_dimension=settings.imageproc_max_output_dimension,
+        formats=formats,
+    )
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"input has {request.content_length} bytes, at most {limit} allowed")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"input has more than {limit} bytes")
+    return bytes(body)
+
+
+async def process_image(request: web.Request) -> web.StreamResponse:
+    """``POST /process?pipeline=...``: the body's image through the pipeline."""
+    try:
+        if request.app[DRAINING][0]:
+            raise TransientError("imageproc is shutting down", reason="shutting_down")
+        spec = request.query.get("pipeline") or request.headers.get("X-Imgpipe-Pipeline")
+        pipeline = parse_pipeline(spec or DEFAULT_PIPELINE, request.app[PRESETS])
+        pool = request.app[POOL]
+        pool.check_capacity()
+        data = await _read_body(request, pool.limits.max_bytes)
+        result = await pool.run(data, pipeline)
+    except ImgpipeError as err:
+        metrics.REQUESTS.labels(err.reason).inc()
+        retry = err.details.get("retry_after")
+        return json_error(err, headers={"Retry-After": str(retry)} if retry else None)
+    metrics.REQUESTS.labels("ok").inc()
+    metrics.INPUT_BYTES.inc(len(data))
+    metrics.OUTPUT_BYTES.inc(len(result.data))
+    headers = {
+        "Content-Type": pipeline.media_type,
+        "X-Imgpipe-Format": result.format,
+        "X-Imgpipe-Width": str(result.width),
+        "X-Imgpipe-Height": str(result.height),
+        "X-Imgpipe-Sha256": result.sha256,
+        "X-Imgpipe-Pipeline": pipeline.canonical(),
+        "X-Imgpipe-Vips-Version": vips_version(),
+        "X-Imgpipe-Version": __version__,
+        "X-Imgpipe-Input-Format": result.input.format,
+        "X-Imgpipe-Input-Width": str(result.input.width),
+        "X-Imgpipe-Input-Height": str(result.input.height),
+    }
+    return web.Response(body=result.data, headers=headers)
+
+
+async def operations(request: web.Request) -> web.Response:
+    """``GET /operations``: every operation with its parameters (from the models)."""
+    return web.json_response({"operations": catalogue()})
+
+
+async def presets(request: web.Request) -> web.Response:
+    """``GET /presets``: every preset name with its canonical pipeline."""
+    table = {**BUILTIN_PRESETS, **request.app[PRESETS]}
+    body = {name: parse_pipeline(spec).canonical() for name, spec in sorted(table.items())}
+    return web.json_response({"default": DEFAULT_PIPELINE, "presets": body})
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = WorkerPool(
+        settings.imageproc_workers,
+        settings.imageproc_queue,
+        limits_from(settings),
+        settings.imageproc_timeout,
+    )
+    app[POOL] = pool
+    yield
+    pool.close()
+
+
+async def _drain(app: web.Application) -> None:
+    app[DRAINING][0] = True
+
+
+def create_app(settings: ImageprocSettings) -> web.Application:
+    """The imageproc application; sets libvips up for untrusted input first."""
+    limits = limits_from(settings)
+    unknown = sorted(limits.formats - set(LOADERS))
+    if unknown:
+        from imgpipe.core.errors import ConfigError
+
+        raise ConfigError(f"IMAGEPROC_FORMATS: unknown format(s) {', '.join(unknown)}")
+    configure_vips(limits.formats)
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[PRESETS] = load_presets(settings.imgpipe_presets)
+    app[DRAINING] = [False]
+
+    async def ready() -> None:
+        if app[DRAINING][0]:
+            raise RuntimeError("shutting down")
+
+    add_ops_routes(app, {"workers": ready})
+    app.router.add_post("/process", process_image)
+    app.router.add_get("/operations", operations)
+    app.router.add_get("/presets", presets)
+    app.cleanup_ctx.append(_pool_ctx)
+    app.on_shutdown.append(_drain)
+    return app
+
+
+async def run_imageproc(settings: ImageprocSettings) -> None:
+    """Serve imageproc until cancelled or SIGTERM; in-flight requests finish first."""
+    app = create_app(settings)
+    runner = await serve(
+        app, settings.imageproc_host, settings.imageproc_port, grace=settings.shutdown_grace
+    )
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()

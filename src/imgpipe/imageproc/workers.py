@@ -1,0 +1,77 @@
+"""A bounded pool of libvips worker threads with an admission queue.
+
+At most ``workers`` images are processed at once (pyvips releases the GIL);
+up to ``queue`` more wait their turn; beyond that a request is refused at
+once with :class:`Overloaded` (HTTP 429). A request that exceeds its time
+limit answers :class:`ProcessingTimeout`; its thread keeps its slot until
+libvips returns, so a slow image can never overbook the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from imgpipe.core.pipeline import Pipeline
+from imgpipe.imageproc import metrics
+from imgpipe.imageproc.engine import Result, process
+from imgpipe.imageproc.errors import Overloaded, ProcessingTimeout
+from imgpipe.imageproc.safety import Limits
+
+
+class WorkerPool:
+    """Runs :func:`imgpipe.imageproc.engine.process` off the event loop."""
+
+    def __init__(self, workers: int, queue: int, limits: Limits, timeout: float) -> None:
+        self.workers = workers
+        self.capacity = workers + queue
+        self.limits = limits
+        self.timeout = timeout
+        self.admitted = 0
+        self._slots = asyncio.Semaphore(workers)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imgpipe-vips")
+
+    def check_capacity(self) -> None:
+        """Raise :class:`Overloaded` when no request can be admitted now."""
+        if self.admitted >= self.capacity:
+            raise Overloaded(
+                f"all {self.workers} workers busy and {self.capacity - self.workers} queued",
+                retry_after=1,
+            )
+
+    async def run(self, data: bytes, pipeline: Pipeline) -> Result:
+        """Process ``data`` with ``pipeline`` in a worker thread, within the time limit."""
+        self.check_capacity()
+        self.admitted += 1
+        metrics.IN_FLIGHT.inc()
+        loop = asyncio.get_running_loop()
+        queued = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+                started = time.perf_counter()
+                metrics.WAIT.observe(started - queued)
+                future = loop.run_in_executor(
+                    self._executor, process, data, pipeline, self.limits
+                )
+                future.add_done_callback(self._finished)
+                result = await asyncio.shield(future)
+                metrics.DURATION.labels(result.format).observe(time.perf_counter() - started)
+                return result
+        except TimeoutError:
+            raise ProcessingTimeout(
+                f"processing took longer than {self.timeout:g} s", timeout=self.timeout
+            ) from None
+        finally:
+            self.admitted -= 1
+            metrics.IN_FLIGHT.dec()
+
+    def _finished(self, future: asyncio.Future[Result]) -> None:
+        self._slots.release()
+        if not future.cancelled():
+            future.exception()  # retrieved here: a timed-out request no longer awaits it
+
+    def close(self) -> None:
+        """Stop the threads once their current work is done (idempotent)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
