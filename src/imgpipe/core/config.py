@@ -26,13 +26,27 @@ def _check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_backend_url(value: str) -> str:
+    """A server's http(s):// URL, or a file:// URL selecting the embedded backend."""
+    if urlsplit(value).scheme == "file":
+        return value
+    try:
+        return _check_http_url(value)
+    except ValueError:
+        raise ValueError(
+            "expected an http:// or https:// URL with a host, or file:///dir (embedded)"
+        ) from None
+
+
 class AmqpSettings(BaseSettings):
     """RabbitMQ connection and the exchanges a stage subscribes and publishes to."""
 
     model_config = _BASE_CONFIG
 
     amqp_url: str | None = Field(
-        default=None, description="Full AMQP URL; when set it wins over host, user and password."
+        default=None,
+        description="Full AMQP URL; when set it wins over host, user and password. "
+        "file:///dir selects the embedded broker kept in dir.",
     )
     amqp_host: str = "127.0.0.1"
     amqp_port: int = Field(default=5672, ge=1, le=65535)
@@ -47,8 +61,8 @@ class AmqpSettings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_scheme(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("amqp", "amqps"):
-            raise ValueError("expected an amqp:// or amqps:// URL")
+        if value is not None and urlsplit(value).scheme not in ("amqp", "amqps", "file"):
+            raise ValueError("expected an amqp:// or amqps:// URL, or file:///dir (embedded)")
         return value
 
     def broker_url(self) -> str:
@@ -77,7 +91,7 @@ class S3Settings(BaseSettings):
     @field_validator("s3_url")
     @classmethod
     def _check_s3_url(cls, value: str) -> str:
-        return _check_http_url(value)
+        return _check_backend_url(value)
 
 
 class CouchSettings(BaseSettings):
@@ -93,7 +107,7 @@ class CouchSettings(BaseSettings):
     @field_validator("couchdb_url")
     @classmethod
     def _check_couchdb_url(cls, value: str) -> str:
-        return _check_http_url(value)
+        return _check_backend_url(value)
 
 
 class LogSettings(BaseSettings):

@@ -1,0 +1,322 @@
+"""What the services rely on of each backend, checked on both backend sets.
+
+Every test runs twice: on the embedded backends and on the real servers, so
+the embedded ones cannot drift from the behaviour the services expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from imgpipe.core.errors import PermanentError, TransientError
+from imgpipe.core.messaging import Broker, Delivery
+from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.core.storage import ObjectNotFound, ObjectStore
+from tests.backend_sets import extra_queue
+
+WAIT = 30.0
+
+
+class Inbox:
+    """A handler that records deliveries and can be told how to answer."""
+
+    def __init__(self, fail: dict[bytes, BaseException] | None = None) -> None:
+        self.deliveries: list[Delivery] = []
+        self.fail = dict(fail or {})
+        self.changed = asyncio.Event()
+        self.hold: asyncio.Event | None = None
+        self.running = 0
+        self.most_running = 0
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            self.deliveries.append(delivery)
+            self.changed.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            error = self.fail.pop(delivery.body, None)
+            if error is not None:
+                raise error
+        finally:
+            self.running -= 1
+
+    async def wait_for(self, count: int) -> list[Delivery]:
+        async def until() -> None:
+            while len(self.deliveries) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(until(), WAIT)
+        return self.deliveries
+
+
+# --------------------------------------------------------------------------- broker
+
+
+async def test_published_message_is_delivered_once_and_acked(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    await broker.publish(exchange, b"one", message_id="m-1", headers={"x-test": "yes"})
+    inbox = Inbox()
+    consumer = await broker.consume(queue, inbox, prefetch=4)
+    [delivery] = await inbox.wait_for(1)
+    await consumer.stop(grace=5)
+    assert delivery.body == b"one"
+    assert delivery.message_id == "m-1"
+    assert not delivery.redelivered
+    assert delivery.headers.get("x-test") == "yes"
+
+    again = Inbox()
+    await broker.publish(exchange, b"two", message_id="m-2")
+    consumer = await broker.consume(queue, again, prefetch=4)
+    await again.wait_for(1)
+    await consumer.stop(grace=5)
+    assert [d.body for d in again.deliveries] == [b"two"]
+
+
+async def test_mandatory_publish_without_a_queue_is_refused(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_PUBLISH"]
+    await broker.declare_exchange(exchange)
+    with pytest.raises(TransientError):
+        await broker.publish(exchange, b"nobody", message_id="m-1")
+    await broker.publish(exchange, b"nobody", message_id="m-2", mandatory=False)
+
+
+async def test_every_bound_queue_gets_a_copy(
+    broker: Broker, backend_env: dict[str, str], unique_name: str
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_PROV"]
+    first = await broker.declare_work_queue(exchange)
+    second = await broker.declare_work_queue(exchange, extra_queue(unique_name))
+    await broker.publish(exchange, b"both", message_id="m-1")
+    inboxes = [Inbox(), Inbox()]
+    consumers = [await broker.consume(q, i, prefetch=1) for q, i in zip((first, second), inboxes, strict=True)]
+    for inbox in inboxes:
+        assert [d.body for d in await inbox.wait_for(1)] == [b"both"]
+    for consumer in consumers:
+        await consumer.stop(grace=5)
+
+
+async def test_a_failed_handler_gets_the_message_again(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    inbox = Inbox(fail={b"flaky": TransientError("S3 is down")})
+    consumer = await broker.consume(queue, inbox, prefetch=2)
+    await broker.publish(exchange, b"flaky", message_id="m-1")
+    first, second = await inbox.wait_for(2)
+    await consumer.stop(grace=5)
+    assert first.body == second.body == b"flaky"
+    assert (first.redelivered, second.redelivered) == (False, True)
+
+
+async def test_a_permanent_failure_is_not_delivered_again(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    inbox = Inbox(fail={b"broken": PermanentError("not an image")})
+    consumer = await broker.consume(queue, inbox, prefetch=1)
+    await broker.publish(exchange, b"broken", message_id="m-1")
+    await inbox.wait_for(1)
+    await broker.publish(exchange, b"after", message_id="m-2")
+    await inbox.wait_for(2)
+    await consumer.stop(grace=5)
+    assert [d.body for d in inbox.deliveries] == [b"broken", b"after"]
+
+
+async def test_prefetch_bounds_the_handlers_running_at_once(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    for n in range(5):
+        await broker.publish(exchange, f"m{n}".encode(), message_id=f"m-{n}")
+    inbox = Inbox()
+    inbox.hold = asyncio.Event()
+    consumer = await broker.consume(queue, inbox, prefetch=2)
+    await inbox.wait_for(2)
+    await asyncio.sleep(0.3)
+    assert inbox.running == 2
+    inbox.hold.set()
+    await inbox.wait_for(5)
+    await consumer.stop(grace=5)
+    assert inbox.most_running == 2
+    assert sorted(d.body for d in inbox.deliveries) == [f"m{n}".encode() for n in range(5)]
+
+
+async def test_stopping_returns_unfinished_messages(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    await broker.publish(exchange, b"slow", message_id="m-1")
+    stuck = Inbox()
+    stuck.hold = asyncio.Event()
+    consumer = await broker.consume(queue, stuck, prefetch=1)
+    await stuck.wait_for(1)
+    await consumer.stop(grace=0.1)
+    inbox = Inbox()
+    consumer = await broker.consume(queue, inbox, prefetch=1)
+    [delivery] = await inbox.wait_for(1)
+    await consumer.stop(grace=5)
+    assert delivery.body == b"slow"
+    assert delivery.redelivered
+
+
+async def test_check_passes_while_open(broker: Broker) -> None:
+    await broker.check()
+
+
+# --------------------------------------------------------------------------- object store
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_objects_round_trip_with_metadata(
+    object_store: ObjectStore, backend_env: dict[str, str]
+) -> None:
+    bucket = backend_env["S3_INPUT_BUCKET"]
+    stored = await object_store.put_stream(
+        bucket, "uploads/abc", _chunks(b"hello ", b"world"), content_type="image/png",
+        metadata={"job-id": "abc", "filename": "cat.png"},
+    )
+    assert stored.size == 11
+    assert stored.sha256 == hashlib.sha256(b"hello world").hexdigest()
+    assert await object_store.get_bytes(bucket, "uploads/abc") == b"hello world"
+    assert b"".join([c async for c in object_store.iter_bytes(bucket, "uploads/abc")]) == b"hello world"
+    info = await object_store.head(bucket, "uploads/abc")
+    assert info is not None
+    assert (info.size, info.content_type) == (11, "image/png")
+    assert info.metadata == {"job-id": "abc", "filename": "cat.png"}
+    await object_store.check()
+
+
+async def test_missing_objects(object_store: ObjectStore, backend_env: dict[str, str]) -> None:
+    bucket = backend_env["S3_OUTPUT_BUCKET"]
+    assert await object_store.head(bucket, "jobs/none/x.png") is None
+    with pytest.raises(ObjectNotFound):
+        await object_store.get_bytes(bucket, "jobs/none/x.png")
+    await object_store.delete(bucket, "jobs/none/x.png")
+
+
+async def test_overwrite_list_and_delete(
+    object_store: ObjectStore, backend_env: dict[str, str]
+) -> None:
+    bucket = backend_env["S3_OUTPUT_BUCKET"]
+    for key in ("jobs/b/thumb/2.png", "jobs/a/thumb/1.png", "jobs/a/dither/1.png", "other"):
+        await object_store.put_bytes(bucket, key, key.encode(), content_type="image/png")
+    stored = await object_store.put_bytes(bucket, "other", b"v2", content_type="text/plain")
+    assert stored.size == 2
+    assert await object_store.get_bytes(bucket, "other") == b"v2"
+    assert await object_store.list_keys(bucket, "jobs/") == [
+        "jobs/a/dither/1.png", "jobs/a/thumb/1.png", "jobs/b/thumb/2.png",
+    ]
+    await object_store.delete(bucket, "jobs/a/thumb/1.png")
+    assert await object_store.list_keys(bucket, "jobs/a") == ["jobs/a/dither/1.png"]
+
+
+async def test_a_failed_stream_leaves_the_previous_object(
+    object_store: ObjectStore, backend_env: dict[str, str]
+) -> None:
+    bucket = backend_env["S3_INPUT_BUCKET"]
+    await object_store.put_bytes(bucket, "uploads/keep", b"old", content_type="image/png")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"new bytes that never finish"
+        raise ValueError("client went away")
+
+    with pytest.raises(ValueError):
+        await object_store.put_stream(bucket, "uploads/keep", broken(), content_type="image/png")
+    with pytest.raises(ValueError):
+        await object_store.put_stream(bucket, "uploads/never", broken(), content_type="image/png")
+    assert await object_store.get_bytes(bucket, "uploads/keep") == b"old"
+    assert await object_store.head(bucket, "uploads/never") is None
+    assert await object_store.list_keys(bucket) == ["uploads/keep"]
+
+
+# --------------------------------------------------------------------------- provenance store
+
+SHA_A, SHA_B, SHA_C = ("a" * 64, "b" * 64, "c" * 64)
+
+
+def _doc(job: str, kind: str, time: str, **extra: object) -> dict[str, object]:
+    return {"type": "imgpipe.provenance", "job_id": job, "kind": kind, "time": time,
+            "stage": "thumbnail", **extra}
+
+
+@pytest.fixture
+async def records(provenance_store: ProvenanceStore) -> ProvenanceStore:
+    docs = {
+        "j1-received": _doc("j1", "job.received", "2025-01-01T00:00:01Z",
+                            input={"sha256": SHA_A, "size": 10}, pipelines=["thumbnail"]),
+        "j1-completed": _doc("j1", "step.completed", "2025-01-01T00:00:03Z",
+                             input={"sha256": SHA_A}, output={"sha256": SHA_B, "size": 4},
+                             attempt=1),
+        "j2-received": _doc("j2", "job.received", "2025-01-01T00:00:02Z",
+                            input={"sha256": SHA_B}),
+        "j2-failed": _doc("j2", "step.failed", "2025-01-01T00:00:04Z",
+                          input={"sha256": SHA_B}, reason="not_an_image", attempt=3),
+    }
+    for doc_id, doc in docs.items():
+        assert await provenance_store.put(doc_id, doc)
+    return provenance_store
+
+
+def _ids(docs: list[dict[str, object]]) -> list[str]:
+    return sorted(str(d["_id"]) for d in docs)
+
+
+async def test_documents_are_written_once(records: ProvenanceStore) -> None:
+    assert not await records.put("j1-received", _doc("j1", "job.received", "later"))
+    doc = await records.get("j1-received")
+    assert doc is not None
+    assert doc["_id"] == "j1-received"
+    assert doc["time"] == "2025-01-01T00:00:01Z"
+    assert doc["input"] == {"sha256": SHA_A, "size": 10}
+    assert await records.get("nothing-here") is None
+    await records.check()
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ({"job_id": "j1"}, ["j1-completed", "j1-received"]),
+        ({"input.sha256": SHA_B}, ["j2-failed", "j2-received"]),
+        ({"output.sha256": SHA_B}, ["j1-completed"]),
+        ({"output": {"sha256": SHA_B}}, ["j1-completed"]),
+        ({"job_id": "j2", "kind": "step.failed"}, ["j2-failed"]),
+        ({"kind": {"$in": ["step.completed", "step.failed"]}}, ["j1-completed", "j2-failed"]),
+        ({"attempt": {"$gt": 1}}, ["j2-failed"]),
+        ({"reason": {"$exists": True}}, ["j2-failed"]),
+        ({"job_id": "j1", "output": {"$exists": False}}, ["j1-received"]),
+        ({"$or": [{"output.sha256": SHA_A}, {"input.sha256": SHA_A}]},
+         ["j1-completed", "j1-received"]),
+        ({"job_id": {"$ne": "j1"}}, ["j2-failed", "j2-received"]),
+        ({"time": {"$gte": "2025-01-01T00:00:02Z", "$lt": "2025-01-01T00:00:04Z"}},
+         ["j1-completed", "j2-received"]),
+        ({"input.sha256": SHA_C}, []),
+    ],
+)
+async def test_find_selects_like_couchdb(
+    records: ProvenanceStore, selector: dict[str, object], expected: list[str]
+) -> None:
+    assert _ids(await records.find(selector)) == expected
+
+
+async def test_find_limits(records: ProvenanceStore) -> None:
+    assert len(await records.find({"type": "imgpipe.provenance"}, limit=3)) == 3
