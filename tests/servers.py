@@ -93,7 +93,7 @@ def couchdb_server(services_dir: Path) -> Iterator[Any]:
 def _restart_stopped_servers() -> Iterator[None]:
     """Start again any session server a test stopped and did not restart."""
     yield
-    for server in list(_restartable):
+    for server in _restartable:
         if not server.running:
             server.start()
 
@@ -102,3 +102,15 @@ def _restart_stopped_servers() -> Iterator[None]:
 def unique_name() -> str:
     """A fresh name for a queue, exchange, bucket or database: ``t-<8 hex digits>``."""
     return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def private_rabbitmq_server(services_dir: Path) -> Iterator[Any]:
+    """A broker of the session's own (``services.RabbitMQServer``), for tests that stop
+    and restart it: url, user, password, port, pid; stop(), start(). Takes 5-15 s to start.
+    """
+    server = services.start_rabbitmq(services_dir / "private-rabbitmq", "auto")
+    _restartable.append(server)
+    yield server
+    _restartable.remove(server)
+    server.stop()

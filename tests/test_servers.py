@@ -69,7 +69,9 @@ async def test_couchdb_admin_creates_database(couchdb_server: Any, unique_name: 
             assert reply.status == 201
             assert await reply.json() == {"ok": True}
         doc = {"_id": "one", "value": 1}
-        async with http.put(f"{couchdb_server.url}/{unique_name}/one", data=json.dumps(doc)) as reply:
+        async with http.put(
+            f"{couchdb_server.url}/{unique_name}/one", data=json.dumps(doc)
+        ) as reply:
             assert reply.status == 201
         async with http.get(f"{couchdb_server.url}/{unique_name}/one") as reply:
             assert (await reply.json())["value"] == 1
@@ -79,9 +81,11 @@ async def test_couchdb_admin_creates_database(couchdb_server: Any, unique_name: 
 
 async def test_couchdb_refuses_wrong_password(couchdb_server: Any) -> None:
     headers = {**couchdb_server.auth_headers(), "Authorization": "Basic YWRtaW46d3Jvbmc="}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{couchdb_server.url}/_session") as reply:
-            assert reply.status == 401
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{couchdb_server.url}/_session") as reply,
+    ):
+        assert reply.status == 401
 
 
 async def test_couchdb_keeps_data_across_restart(couchdb_server: Any, unique_name: str) -> None:
@@ -110,4 +114,29 @@ async def test_rabbitmq_accepts_connection(rabbitmq_url: str, unique_name: str) 
         assert message is not None
         await message.ack()
         assert message.body == b"ping"
+        await queue.delete()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+async def test_private_rabbitmq_keeps_durable_messages_across_restart(
+    private_rabbitmq_server: Any, unique_name: str
+) -> None:
+    connection = await aio_pika.connect(private_rabbitmq_server.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(unique_name, durable=True)
+        message = aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(message, routing_key=unique_name)
+    private_rabbitmq_server.stop()
+    assert not private_rabbitmq_server.running
+    private_rabbitmq_server.start()
+    connection = await aio_pika.connect(private_rabbitmq_server.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(unique_name, durable=True)
+        received = await queue.get(timeout=5)
+        assert received is not None
+        await received.ack()
+        assert received.body == b"kept"
         await queue.delete()
