@@ -146,6 +146,9 @@ class ImageprocSettings(LogSettings):
     imgpipe_presets: str | None = Field(
         default=None, description="User presets: a JSON/TOML file path or inline JSON."
     )
+    imageproc_overlays: str | None = Field(
+        default=None, description="Directory of watermark images, named by file stem."
+    )
 
 
 class RunnerSettings(AmqpSettings, S3Settings, LogSettings):

@@ -48,7 +48,10 @@ def encode(image: pyvips.Image, fmt: Format) -> bytes:
         if colours is not None and image.bands == 1 and colours in (2, 4, 16):
             options["bitdepth"] = {2: 1, 4: 2, 16: 4}[colours]
         elif colours is not None:
-            options.update(palette=True, colours=colours, dither=0.0, Q=100)
+            bits = next(b for b in (1, 2, 4, 8) if 1 << b >= colours)
+            options.update(palette=True, bitdepth=bits, dither=0.0, Q=100)
+        elif fmt.palette:
+            options.update(palette=True)
         return bytes(
             image.pngsave_buffer(
                 compression=fmt.effort if fmt.effort is not None else 6,

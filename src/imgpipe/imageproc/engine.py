@@ -3,35 +3,52 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
 
 from imgpipe.core.pipeline import Operation, Pipeline
-from imgpipe.core.pipeline.geometry import Resize
-from imgpipe.core.pipeline.tone import Blur, Dither, Grayscale, Sharpen
+from imgpipe.core.pipeline import geometry as g
+from imgpipe.core.pipeline import tone as t
+from imgpipe.core.pipeline.overlay import Watermark
 from imgpipe.imageproc import geometry, tone
 from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
-from imgpipe.imageproc.errors import CorruptImage
+from imgpipe.imageproc.errors import CorruptImage, ProcessingTimeout
+from imgpipe.imageproc.overlay import watermark
 from imgpipe.imageproc.pixels import normalise
 from imgpipe.imageproc.safety import FAIL_ON, Limits, Probe, check_output, probe
 
 Apply = Callable[[pyvips.Image, Any], pyvips.Image]
 
 APPLY: dict[type[Operation], Apply] = {
-    Resize: geometry.resize,
-    Dither: dither,
-    Blur: tone.blur,
-    Sharpen: tone.sharpen,
-    Grayscale: tone.grayscale,
+    g.Resize: geometry.resize,
+    g.Crop: geometry.crop,
+    g.Rotate: geometry.rotate,
+    g.Flip: geometry.flip,
+    g.Flop: geometry.flop,
+    g.Pad: geometry.pad,
+    t.Dither: dither,
+    t.Blur: tone.blur,
+    t.Sharpen: tone.sharpen,
+    t.Grayscale: tone.grayscale,
+    t.Brightness: tone.brightness,
+    t.Contrast: tone.contrast,
+    t.Gamma: tone.gamma,
+    t.Pixelate: tone.pixelate,
+    t.Flatten: tone.flatten,
 }
-"""The function that performs each operation model."""
+"""The function that performs each operation model (watermark takes overlays too)."""
 
-SEQUENTIAL_SAFE: frozenset[type[Operation]] = frozenset({Resize, Dither, Grayscale})
-"""Operations that read their input top to bottom, so the loader may stream."""
+
+def reads_randomly(op: Operation) -> bool:
+    """True when ``op`` needs its input in any order, so the loader may not stream."""
+    if isinstance(op, (g.Flip, g.Rotate)):
+        return True
+    return isinstance(op, (g.Crop, g.Resize)) and op.gravity in geometry.SMART
 
 
 @dataclass(frozen=True)
@@ -58,7 +75,7 @@ def vips_version() -> str:
 def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, list[Operation]]:
     steps = list(pipeline.steps)
     first = steps[0] if steps else None
-    if isinstance(first, Resize) and first.kernel == "lanczos3":
+    if isinstance(first, g.Resize) and first.kernel == "lanczos3":
         width, height = info.upright_size if pipeline.autorotate else (info.width, info.height)
 
         def thumbnail(w: int, **options: Any) -> pyvips.Image:
@@ -73,7 +90,7 @@ def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, l
         image = geometry.resize_with(thumbnail, width, height, first)
         return normalise(image), steps[1:]
     rotates = pipeline.autorotate and info.orientation != 1
-    sequential = not rotates and all(type(op) in SEQUENTIAL_SAFE for op in steps)
+    sequential = not rotates and not any(reads_randomly(op) for op in steps)
     image = pyvips.Image.new_from_buffer(
         data, "", access="sequential" if sequential else "random", fail_on=FAIL_ON
     )
@@ -82,22 +99,66 @@ def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, l
     return normalise(image), steps
 
 
-def process(data: bytes, pipeline: Pipeline, limits: Limits | None = None) -> Result:
+def _guard(image: pyvips.Image, deadline: float | None, alive: list[pyvips.Image]) -> pyvips.Image:
+    """Make libvips stop computing ``image`` once ``deadline`` (monotonic) passes.
+
+    The image is appended to ``alive``: pyvips's signal handle lives on the
+    Python object, which must outlive every evaluation that may signal it.
+    """
+    if deadline is None:
+        return image
+    if time.monotonic() > deadline:
+        raise ProcessingTimeout("processing took longer than the time limit")
+
+    def check(target: pyvips.Image, progress: object) -> None:
+        if time.monotonic() > deadline:
+            target.set_kill(True)
+
+    image.set_progress(True)
+    image.signal_connect("eval", check)
+    alive.append(image)
+    return image
+
+
+def _vips_failure(exc: pyvips.Error, deadline: float | None) -> Exception:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1][:300] if lines else "libvips error"
+    if deadline is not None and (time.monotonic() > deadline or "killed" in last):
+        return ProcessingTimeout("processing took longer than the time limit")
+    return CorruptImage(f"image does not decode: {last}")
+
+
+def process(
+    data: bytes,
+    pipeline: Pipeline,
+    limits: Limits | None = None,
+    overlays: Mapping[str, bytes] | None = None,
+    deadline: float | None = None,
+) -> Result:
     """Run ``pipeline`` over the image ``data`` and encode the result.
 
     Deterministic: the same bytes, pipeline and libvips version give the same
-    output bytes. Raises the refusals of :mod:`imgpipe.imageproc.errors`.
+    output bytes. ``deadline`` (a :func:`time.monotonic` value) stops libvips
+    mid-computation. Raises the refusals of :mod:`imgpipe.imageproc.errors`.
     """
     limits = limits or Limits()
     info = probe(data, limits)
+    alive: list[pyvips.Image] = []
     try:
         image, steps = _load(data, info, pipeline)
-        for op in steps:
-            image = APPLY[type(op)](image, op)
         check_output(image, limits)
+        for op in steps:
+            image = _guard(image, deadline, alive)
+            if isinstance(op, Watermark):
+                image = watermark(image, op, overlays)
+            else:
+                image = APPLY[type(op)](image, op)
+            check_output(image, limits)
+        image = _guard(image, deadline, alive)
         width, height = image.width, image.height
         out = encode(image, pipeline.output)
     except pyvips.Error as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise CorruptImage(f"image does not decode: {lines[-1][:300] if lines else exc}") from None
+        raise _vips_failure(exc, deadline) from None
+    finally:
+        alive.clear()
     return Result(out, pipeline.output_format, width, height, info)

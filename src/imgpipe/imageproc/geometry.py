@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import pyvips
 
-from imgpipe.core.pipeline.geometry import Resize
+from imgpipe.core.pipeline import PipelineError
+from imgpipe.core.pipeline.geometry import Crop, Flip, Flop, Pad, Resize, Rotate
 from imgpipe.imageproc.errors import TooManyPixels
 from imgpipe.imageproc.pixels import background, with_alpha_for
 
@@ -119,3 +120,46 @@ def _finish(image: pyvips.Image, plan: ResizePlan, op: Resize) -> pyvips.Image:
     if op.fit == "contain":
         return pad_to(image, plan.final_w, plan.final_h, op.bg)
     return image
+
+
+def crop(image: pyvips.Image, op: Crop) -> pyvips.Image:
+    """An exact rectangle (clipped to the image) or a region at a gravity."""
+    if op.x is None or op.y is None:
+        return crop_at(image, op.w, op.h, op.gravity)
+    if op.x >= image.width or op.y >= image.height:
+        raise PipelineError(
+            f"crop: x={op.x}, y={op.y} lies outside the {image.width}x{image.height} image",
+            operation="crop",
+        )
+    w, h = min(op.w, image.width - op.x), min(op.h, image.height - op.y)
+    return image.crop(op.x, op.y, w, h)
+
+
+def rotate(image: pyvips.Image, op: Rotate) -> pyvips.Image:
+    """Exact rotation for multiples of 90 degrees, interpolated otherwise."""
+    if op.angle == 0:
+        return image
+    if op.angle in (90.0, 180.0, 270.0):
+        return image.rot(f"d{int(op.angle)}")
+    image = with_alpha_for(image, op.bg)
+    return image.rotate(op.angle, background=background(image, op.bg)).cast("uchar")
+
+
+def flip(image: pyvips.Image, op: Flip) -> pyvips.Image:
+    """Mirror top to bottom."""
+    return image.flip("vertical")
+
+
+def flop(image: pyvips.Image, op: Flop) -> pyvips.Image:
+    """Mirror left to right."""
+    return image.flip("horizontal")
+
+
+def pad(image: pyvips.Image, op: Pad) -> pyvips.Image:
+    """Borders of ``op.bg`` around the image."""
+    image = with_alpha_for(image, op.bg)
+    w = image.width + op.left + op.right
+    h = image.height + op.top + op.bottom
+    return image.embed(
+        op.left, op.top, w, h, extend="background", background=background(image, op.bg)
+    )

@@ -10,7 +10,13 @@ from aiohttp import web
 from imgpipe import __version__
 from imgpipe.core.config import ImageprocSettings
 from imgpipe.core.errors import ImgpipeError, TransientError
-from imgpipe.core.http import add_ops_routes, json_error, serve, wait_for_stop_signal
+from imgpipe.core.http import (
+    add_ops_routes,
+    errors_middleware,
+    json_error,
+    serve,
+    wait_for_stop_signal,
+)
 from imgpipe.core.pipeline import (
     BUILTIN_PRESETS,
     DEFAULT_PIPELINE,
@@ -21,6 +27,7 @@ from imgpipe.core.pipeline import (
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.engine import vips_version
 from imgpipe.imageproc.errors import TooLarge
+from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
 from imgpipe.imageproc.workers import WorkerPool
 
@@ -108,6 +115,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.imageproc_queue,
         limits_from(settings),
         settings.imageproc_timeout,
+        load_overlays(settings.imageproc_overlays),
     )
     app[POOL] = pool
     yield
@@ -128,7 +136,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
         raise ConfigError(f"IMAGEPROC_FORMATS: unknown format(s) {', '.join(unknown)}")
     configure_vips(limits.formats)
     logging.getLogger("pyvips").setLevel(logging.WARNING)
-    app = web.Application()
+    app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = settings
     app[PRESETS] = load_presets(settings.imgpipe_presets)
     app[DRAINING] = [False]

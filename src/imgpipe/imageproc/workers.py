@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from imgpipe.core.pipeline import Pipeline
 from imgpipe.imageproc import metrics
@@ -23,8 +25,16 @@ from imgpipe.imageproc.safety import Limits
 class WorkerPool:
     """Runs :func:`imgpipe.imageproc.engine.process` off the event loop."""
 
-    def __init__(self, workers: int, queue: int, limits: Limits, timeout: float) -> None:
+    def __init__(
+        self,
+        workers: int,
+        queue: int,
+        limits: Limits,
+        timeout: float,
+        overlays: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.workers = workers
+        self.overlays = dict(overlays or {})
         self.capacity = workers + queue
         self.limits = limits
         self.timeout = timeout
@@ -47,14 +57,14 @@ class WorkerPool:
         metrics.IN_FLIGHT.inc()
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
+        deadline = time.monotonic() + self.timeout
+        job = partial(process, data, pipeline, self.limits, self.overlays, deadline)
         try:
             async with asyncio.timeout(self.timeout):
                 await self._slots.acquire()
                 started = time.perf_counter()
                 metrics.WAIT.observe(started - queued)
-                future = loop.run_in_executor(
-                    self._executor, process, data, pipeline, self.limits
-                )
+                future = loop.run_in_executor(self._executor, job)
                 future.add_done_callback(self._finished)
                 result = await asyncio.shield(future)
                 metrics.DURATION.labels(result.format).observe(time.perf_counter() - started)

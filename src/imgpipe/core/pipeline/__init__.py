@@ -4,7 +4,7 @@ It lives in the core because every service that accepts a pipeline validates
 it the same way. Importing it loads no imaging library.
 """
 
-from imgpipe.core.pipeline import geometry, output, tone  # noqa: F401  (registers operations)
+from imgpipe.core.pipeline import geometry, output, overlay, tone  # noqa: F401  (registers operations)
 from imgpipe.core.pipeline.base import OPERATIONS, Operation
 from imgpipe.core.pipeline.errors import PipelineError
 from imgpipe.core.pipeline.model import MAX_STEPS, Pipeline, catalogue_entry

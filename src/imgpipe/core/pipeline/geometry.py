@@ -60,3 +60,82 @@ class Resize(Operation):
         if self.fit != "inside" and (self.w is None or self.h is None):
             raise ValueError(f"w and h: fit={self.fit} needs both a width and a height")
         return self
+
+
+@register
+class Crop(Operation):
+    """Cut out a rectangle.
+
+    With ``x`` and ``y`` the rectangle is exact (clipped to the image);
+    without them a ``w`` x ``h`` region is kept at ``gravity``, where
+    ``attention`` and ``entropy`` pick the most interesting region.
+    """
+
+    name: ClassVar[str] = "crop"
+    aliases: ClassVar[dict[str, str]] = {"width": "w", "height": "h", "left": "x", "top": "y"}
+
+    w: Dimension = Field(description="Width of the region.")
+    h: Dimension = Field(description="Height of the region.")
+    x: int | None = Field(default=None, ge=0, le=MAX_DIMENSION * 4, description="Left edge.")
+    y: int | None = Field(default=None, ge=0, le=MAX_DIMENSION * 4, description="Top edge.")
+    gravity: Gravity = Field(default="centre", description="Region kept when x, y are not given.")
+
+    @model_validator(mode="after")
+    def _corner(self) -> Crop:
+        if (self.x is None) != (self.y is None):
+            raise ValueError("x and y: give both or neither")
+        if self.x is not None and self.gravity != "centre":
+            raise ValueError("gravity: not used when x and y are given")
+        return self
+
+
+@register
+class Rotate(Operation):
+    """Rotate clockwise by ``angle`` degrees; other than multiples of 90 the corners get ``bg``."""
+
+    name: ClassVar[str] = "rotate"
+    main: ClassVar[str | None] = "angle"
+    aliases: ClassVar[dict[str, str]] = {"background": "bg", "a": "angle"}
+
+    angle: float = Field(ge=-360, le=360, description="Degrees clockwise.")
+    bg: Colour = Field(default="ffffff", description="Colour of uncovered corners.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_angle(cls, data: object) -> object:
+        if isinstance(data, dict) and "angle" in data:
+            try:
+                angle = float(data["angle"]) % 360.0
+            except (TypeError, ValueError):
+                return data
+            angle = 0.0 if angle == 360.0 else angle
+            return {**data, "angle": angle}
+        return data
+
+
+@register
+class Flip(Operation):
+    """Mirror top to bottom."""
+
+    name: ClassVar[str] = "flip"
+
+
+@register
+class Flop(Operation):
+    """Mirror left to right."""
+
+    name: ClassVar[str] = "flop"
+
+
+@register
+class Pad(Operation):
+    """Add borders of ``bg`` colour (pixels per edge)."""
+
+    name: ClassVar[str] = "pad"
+    aliases: ClassVar[dict[str, str]] = {"t": "top", "r": "right", "b": "bottom", "l": "left", "background": "bg"}
+
+    top: int = Field(default=0, ge=0, le=MAX_DIMENSION, description="Pixels above.")
+    right: int = Field(default=0, ge=0, le=MAX_DIMENSION, description="Pixels to the right.")
+    bottom: int = Field(default=0, ge=0, le=MAX_DIMENSION, description="Pixels below.")
+    left: int = Field(default=0, ge=0, le=MAX_DIMENSION, description="Pixels to the left.")
+    bg: Colour = Field(default="ffffff", description="Border colour (rrggbbaa for transparency).")

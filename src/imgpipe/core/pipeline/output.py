@@ -27,8 +27,19 @@ EXTENSIONS: dict[str, str] = {
     "tiff": "tiff",
     "gif": "gif",
 }
-DEFAULT_QUALITY: dict[str, int] = {"jpeg": 80, "webp": 80, "avif": 50, "tiff": 80}
+DEFAULT_QUALITY: dict[str, int] = {"jpeg": 80, "webp": 80, "avif": 50}
 """Quality used when a lossy format is given no ``q``."""
+
+
+_USES: dict[str, tuple[str, ...]] = {
+    "q": ("jpeg", "webp", "avif"),
+    "lossless": ("webp", "avif"),
+    "progressive": ("jpeg", "png", "gif"),
+    "effort": ("png", "webp", "avif", "gif"),
+    "palette": ("png",),
+    "bg": ("jpeg",),
+}
+_EFFORT: dict[str, tuple[int, int]] = {"png": (0, 9), "webp": (0, 6), "avif": (0, 9), "gif": (1, 10)}
 
 
 @register
@@ -48,12 +59,18 @@ class Format(Operation):
         default="jpeg", description="Output format."
     )
     q: int | None = Field(
-        default=None, ge=1, le=100, description="Quality 1-100 (default: 80; 50 for AVIF)."
+        default=None, ge=1, le=100, description="Quality 1-100 (JPEG, WebP 80; AVIF 50)."
     )
-    lossless: bool = Field(default=False, description="Lossless WebP or AVIF.")
+    lossless: bool = Field(default=False, description="Lossless WebP or AVIF (q then unused).")
     progressive: bool = Field(default=False, description="Progressive JPEG or interlaced PNG/GIF.")
     effort: int | None = Field(
-        default=None, ge=0, le=10, description="Encoder CPU effort (format-specific range)."
+        default=None,
+        ge=0,
+        le=10,
+        description="Encoder effort: PNG zlib level 0-9 (6), WebP 0-6 (4), AVIF 0-9 (4), GIF 1-10 (7).",
+    )
+    palette: bool = Field(
+        default=False, description="PNG: quantise to a 256-colour palette (lossy, smaller)."
     )
     keep: Annotated[Literal["none", "icc", "meta"], lowered()] = Field(
         default="none",
@@ -75,6 +92,18 @@ class Format(Operation):
             except (TypeError, ValueError):
                 pass
         return data
+
+    @model_validator(mode="after")
+    def _applies_to_format(self) -> Format:
+        for key in ("q", "lossless", "progressive", "effort", "palette", "bg"):
+            value = getattr(self, key)
+            if value != type(self).model_fields[key].default and self.format not in _USES[key]:
+                users = ", ".join(_USES[key])
+                raise ValueError(f"{key}: not used by {self.format} (only {users})")
+        low, high = _EFFORT.get(self.format, (0, 10))
+        if self.effort is not None and not low <= self.effort <= high:
+            raise ValueError(f"effort: {self.format} takes {low} to {high}")
+        return self
 
     def arguments(self) -> list[tuple[str, Any]]:
         """Like every step's, but the format name is always written."""

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from imgpipe.core.pipeline.base import Operation, register
+from imgpipe.core.pipeline.types import Colour
 
 
 @register
@@ -54,3 +55,54 @@ class Grayscale(Operation):
 
     name: ClassVar[str] = "grayscale"
     aliases: ClassVar[dict[str, str]] = {}
+
+
+@register
+class Brightness(Operation):
+    """Multiply brightness by ``factor`` (1 leaves the image unchanged)."""
+
+    name: ClassVar[str] = "brightness"
+    main: ClassVar[str | None] = "factor"
+
+    factor: float = Field(ge=0, le=10, description="Brightness multiplier.")
+
+
+@register
+class Contrast(Operation):
+    """Scale contrast around mid-grey by ``factor`` (1 leaves the image unchanged)."""
+
+    name: ClassVar[str] = "contrast"
+    main: ClassVar[str | None] = "factor"
+
+    factor: float = Field(ge=0, le=10, description="Contrast multiplier.")
+
+
+@register
+class Gamma(Operation):
+    """Gamma correction: values scale as ``in ** (1 / exponent)``; above 1 brightens."""
+
+    name: ClassVar[str] = "gamma"
+    main: ClassVar[str | None] = "exponent"
+
+    exponent: float = Field(default=2.2, ge=0.1, le=10, description="Gamma exponent.")
+
+
+@register
+class Pixelate(Operation):
+    """Blocks of ``size`` x ``size`` pixels of their average colour."""
+
+    name: ClassVar[str] = "pixelate"
+    main: ClassVar[str | None] = "size"
+
+    size: int = Field(default=8, ge=2, le=1024, description="Block size in pixels.")
+
+
+@register
+class Flatten(Operation):
+    """Remove transparency by compositing over ``bg``."""
+
+    name: ClassVar[str] = "flatten"
+    main: ClassVar[str | None] = "bg"
+    aliases: ClassVar[dict[str, str]] = {"background": "bg"}
+
+    bg: Colour = Field(default="ffffff", description="Background colour.")
