@@ -488,7 +488,9 @@ class S3Server:
         _write_json(self.state_dir / "s3.json", {"identities": [identity]})
         busy = [name for name, port in self.ports.items() if port_open(port)]
         if busy:
-            raise ServiceError(f"S3 ports in use: {', '.join(busy)} ({self.ports})")
+            raise ServiceError(
+                f"S3 ports in use: {', '.join(busy)} ({self.ports}); try --ports auto"
+            )
         self.process.spawn(self.argv(), cwd=self.state_dir, die_with_parent=self.die_with_parent)
         _write_json(self.state_dir / "server.json", self.describe())
         self.process.wait_until(self._ready, timeout, f"signed ListBuckets on {self.url}")
@@ -680,7 +682,7 @@ class CouchDBServer:
             return self
         binary = install_pouchdb_server()
         if port_open(self.port):
-            raise ServiceError(f"CouchDB port {self.port} is in use")
+            raise ServiceError(f"CouchDB port {self.port} is in use; try --ports auto")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(binary),

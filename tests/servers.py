@@ -72,7 +72,7 @@ def s3_server(services_dir: Path) -> Iterator[Any]:
     _restartable.append(server)
     yield server
     _restartable.remove(server)
-    server.stop()
+    server.stop(grace=0)  # its data is thrown away: no need to wait for a clean exit
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +86,7 @@ def couchdb_server(services_dir: Path) -> Iterator[Any]:
     _restartable.append(server)
     yield server
     _restartable.remove(server)
-    server.stop()
+    server.stop(grace=0)  # its data is thrown away: no need to wait for a clean exit
 
 
 @pytest.fixture(autouse=True)
@@ -113,4 +113,4 @@ def private_rabbitmq_server(services_dir: Path) -> Iterator[Any]:
     _restartable.append(server)
     yield server
     _restartable.remove(server)
-    server.stop()
+    server.stop(grace=0)  # its data is thrown away: no need to wait for a clean exit
