@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +15,8 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
+
+from tests.servers import SERVICES_PATH
 
 
 @asynccontextmanager
@@ -140,3 +144,30 @@ async def test_private_rabbitmq_keeps_durable_messages_across_restart(
         await received.ack()
         assert received.body == b"kept"
         await queue.delete()
+
+
+def test_services_script_starts_reports_and_stops(tmp_path: Any) -> None:
+    def run(*args: str) -> str:
+        command = [sys.executable, str(SERVICES_PATH), *args, "--state-dir", str(tmp_path)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    try:
+        run("start", "--ports", "auto")
+        assert "already running" in run("start", "--ports", "auto")
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in run("env").splitlines()
+        )
+        assert set(exports) >= {"AMQP_URL", "S3_URL", "S3_ACCESS_KEY", "COUCHDB_URL"}
+        status = run("status")
+        assert "s3: running" in status and "couchdb: running" in status
+    finally:
+        run("stop")
+    done = subprocess.run(
+        [sys.executable, str(SERVICES_PATH), "status", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "s3: stopped" in done.stdout and "couchdb: stopped" in done.stdout
