@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.error
+import urllib.request
+import uuid
 import signal
 import subprocess
 import sys
@@ -23,6 +26,7 @@ import pytest
 from tests.servers import services
 
 IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
+SERVICES = ("imageproc", "provenance", "upload-server", "runner")
 HTTP_PORT_VARS = {
     "upload-server": "UPLOAD_PORT",
     "imageproc": "IMAGEPROC_PORT",
@@ -88,6 +92,9 @@ class System:
         return proc.returncode
 
     def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for key in list(self.procs):
             self.stop(key)
 
@@ -115,9 +122,28 @@ class System:
                 await asyncio.sleep(0.1)
 
     async def start_all(self) -> None:
-        for service in ("imageproc", "provenance", "upload-server", "runner"):
+        for service in SERVICES:
             self.start(service)
-        await asyncio.gather(*(self.wait_ready(k) for k in ("imageproc", "provenance", "upload-server", "runner")))
+        await asyncio.gather(*(self.wait_ready(k) for k in SERVICES))
+
+    def start_all_sync(self, timeout: float = 60) -> None:
+        """Start the four services and wait (blocking) until each is ready."""
+        for service in SERVICES:
+            self.start(service)
+        deadline = time.monotonic() + timeout
+        for key in SERVICES:
+            while True:
+                if self.procs[key].poll() is not None:
+                    raise AssertionError(f"{key} exited:\n{self.log(key)[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"{self.url(key)}/readyz", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{key} not ready:\n{self.log(key)[-3000:]}")
+                time.sleep(0.1)
 
 
 @pytest.fixture
@@ -134,9 +160,24 @@ def system_env(
 
 @pytest.fixture
 async def system(system_env: System) -> AsyncIterator[System]:
-    """All four services running for this test."""
+    """All four services running for this test alone (for tests that stop or break them)."""
     await system_env.start_all()
     yield system_env
+
+
+@pytest.fixture(scope="module")
+def shared_system(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[System]:
+    """All four services, shared by the tests of one module (each test uses its own jobs)."""
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    system = System(name, rabbitmq_url, s3_server, couchdb_server, tmp_path_factory.mktemp(name))
+    try:
+        system.start_all_sync()
+        yield system
+    finally:
+        system.stop_all()
 
 
 async def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.2) -> Any:

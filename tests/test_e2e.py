@@ -44,7 +44,8 @@ def stores(system: System) -> tuple[S3Store, CouchStore]:
     return s3, couch
 
 
-async def test_upload_is_processed_with_provenance(system: System) -> None:
+async def test_upload_is_processed_with_provenance(shared_system: System) -> None:
+    system = shared_system
     original = image_bytes(1200, 800, ".jpg")
     form = aiohttp.FormData()
     form.add_field("file", original, filename="holiday photo.jpg", content_type="image/jpeg")
@@ -99,7 +100,8 @@ async def test_upload_is_processed_with_provenance(system: System) -> None:
             assert await resp.read() == data
 
 
-async def test_several_files_give_one_job_each(system: System) -> None:
+async def test_several_files_give_one_job_each(shared_system: System) -> None:
+    system = shared_system
     files = [(f"img{i}.png", image_bytes(200 + i * 10, 100, ".png")) for i in range(3)]
     form = aiohttp.FormData()
     for name, data in files:
@@ -128,10 +130,17 @@ async def test_several_files_give_one_job_each(system: System) -> None:
         ([("ok.png", None)], {"pipeline": "frobnicate:x=1"}, 400, "invalid_pipeline"),
     ],
 )
-async def test_bad_uploads_are_refused_and_nothing_is_queued(
-    system: System, files: list[tuple[str, bytes | None]], fields: dict[str, str],
+async def test_bad_uploads_are_refused_and_nothing_is_stored(
+    shared_system: System, files: list[tuple[str, bytes | None]], fields: dict[str, str],
     status: int, reason: str,
 ) -> None:
+    system = shared_system
+    s3, _ = stores(system)
+    await s3.connect()
+    try:
+        before = await s3.list_keys(system.env["S3_INPUT_BUCKET"])
+    finally:
+        await s3.close()
     form = aiohttp.FormData()
     for name, data in files:
         form.add_field("file", data if data is not None else image_bytes(64, 64, ".png"),
@@ -146,15 +155,15 @@ async def test_bad_uploads_are_refused_and_nothing_is_queued(
             body = await resp.json()
     assert body["error"]["reason"] == reason
     assert body["error"]["message"]
-    s3, _ = stores(system)
     await s3.connect()
     try:
-        assert await s3.list_keys(system.env["S3_INPUT_BUCKET"]) == []
+        assert await s3.list_keys(system.env["S3_INPUT_BUCKET"]) == before
     finally:
         await s3.close()
 
 
-async def test_unknown_job_is_404(system: System) -> None:
+async def test_unknown_job_is_404(shared_system: System) -> None:
+    system = shared_system
     status, body = await get_json(f"{system.upload_url}/jobs/{'0' * 32}")
     assert status == 404 and body["error"]["reason"] == "job_not_found"
     status, body = await get_json(f"{system.upload_url}/jobs/../../etc")

@@ -60,7 +60,7 @@ class TooLarge(InvalidInput):
 async def _read_head(part: BodyPartReader) -> bytes:
     head = b""
     while len(head) < SNIFF_BYTES:
-        chunk = await part.read_chunk(SNIFF_BYTES - len(head))
+        chunk = await part.read_chunk(CHUNK)
         if not chunk:
             break
         head += chunk
@@ -121,11 +121,17 @@ async def read_upload(
     before the error propagates: a refused request leaves nothing behind.
     """
     if not request.content_type.startswith("multipart/"):
+        if request.content_type in ("", "application/x-www-form-urlencoded"):
+            raise InvalidInput(
+                "No image received: send the images as multipart/form-data with one or "
+                "more 'file' parts (curl -F file=@photo.jpg ...).",
+                reason="missing_file",
+            )
         raise InvalidInput(
-            "Send the images as multipart/form-data with one or more 'file' parts "
-            "(curl -F file=@photo.jpg ...).",
+            f"Content type {request.content_type!r} is not accepted: send the images as "
+            "multipart/form-data with one or more 'file' parts (curl -F file=@photo.jpg ...).",
             reason="expected_multipart",
-            status=415 if request.content_type not in ("", "application/octet-stream") else 400,
+            status=415,
         )
     intake = Intake()
     try:
