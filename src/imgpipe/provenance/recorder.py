@@ -1,4 +1,9 @@
-"""Turning provenance events into CouchDB documents, once each."""
+"""Turning provenance events into CouchDB documents, once each.
+
+A document keeps the event's fields (the indexes and the job view query
+them) and, under ``prov``, the PROV-JSON records the event adds to its job's
+record (:func:`imgpipe.core.provmodel.event_fragment`).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +17,22 @@ from imgpipe.core.errors import PermanentError
 from imgpipe.core.logs import job_context
 from imgpipe.core.messages import ProvenanceEvent
 from imgpipe.core.messaging import Delivery
+from imgpipe.core.provmodel import fragment_json
 from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.provenance import metrics
 
 log = logging.getLogger(__name__)
 
 DOC_TYPE = "imgpipe.provenance"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def to_document(event: ProvenanceEvent) -> dict[str, Any]:
+    """The CouchDB document of ``event`` (stored under ``event.event_id``)."""
     doc = event.model_dump(mode="json", by_alias=True, exclude_none=True)
     doc["type"] = DOC_TYPE
     doc["schema_version"] = SCHEMA_VERSION
+    doc["prov"] = fragment_json(event)
     return doc
 
 
