@@ -23,6 +23,7 @@ from imgpipe.core.config import (
 )
 from imgpipe.core.errors import ConfigError
 from imgpipe.core.logs import setup_logging
+from imgpipe.provenance.commands import add_commands as add_provenance_commands
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -93,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "RUNNER_HOST", "RUNNER_PORT", 8001)
     runner.add_argument("--pipeline", default=None,
                         help="this stage's pipeline (env RUNNER_PIPELINE; default: each event's own)")
-    http("provenance", _provenance, "Store provenance events in CouchDB.",
-         "PROVENANCE_HOST", "PROVENANCE_PORT", 8002)
+    provenance = http("provenance", _provenance,
+                      "Store provenance events in CouchDB (or show, with an action).",
+                      "PROVENANCE_HOST", "PROVENANCE_PORT", 8002)
+    add_provenance_commands(sub, provenance)
     for name, func in COMMANDS.items():
         sub.add_parser(name).set_defaults(func=func)
     return parser

@@ -118,7 +118,21 @@ class LogSettings(BaseSettings):
     shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds in-flight work may take at SIGTERM.")
 
 
-class UploadSettings(AmqpSettings, S3Settings, CouchSettings, LogSettings):
+class ImageprocClientSettings(BaseSettings):
+    """Where a service that re-runs recorded pipelines (verification) finds imageproc."""
+
+    model_config = _BASE_CONFIG
+
+    imageproc_url: str = "http://127.0.0.1:8080"
+    imageproc_timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("imageproc_url")
+    @classmethod
+    def _check_imageproc_client_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
+class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
     """`imgpipe upload-server`: the HTTP entry point."""
 
     upload_host: str = "127.0.0.1"
@@ -180,6 +194,10 @@ class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
 
     provenance_host: str = "127.0.0.1"
     provenance_port: int = Field(default=8002, ge=0, le=65535)
+
+
+class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
+    """`imgpipe verify` and `imgpipe provenance show`: read the record, re-run through imageproc."""
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -26,6 +26,7 @@ from imgpipe.core.storage import ObjectNotFound, ObjectStore
 from imgpipe.upload import metrics
 from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload
 from imgpipe.upload.jobs import job_status
+from imgpipe.upload.provenance_routes import add_provenance_routes
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def create_app(settings: UploadSettings, backends: Backends) -> web.Application:
     app.router.add_post("/upload", post_upload)
     app.router.add_get("/jobs/{job_id}", get_job)
     app.router.add_get("/jobs/{job_id}/outputs/{index}", get_output)
+    add_provenance_routes(app, settings, backends.provenance, backends.store)
     add_ops_routes(app, {
         "rabbitmq": backends.broker.check,
         "s3": backends.store.check,
