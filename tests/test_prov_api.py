@@ -1,0 +1,163 @@
+"""Provenance records in CouchDB and the upload service's provenance routes.
+
+The recorder stores made-up events in a real CouchDB API server; the routes
+run in-process against that database and a real S3 server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prov.model import ProvDocument
+from pydantic import SecretStr
+
+from imgpipe.core.config import UploadSettings
+from imgpipe.core.http import errors_middleware
+from imgpipe.core.lineage import lineage
+from imgpipe.core.messages import ProvenanceEvent, new_id
+from imgpipe.core.messaging import Delivery
+from imgpipe.core.provstore import CouchStore
+from imgpipe.core.storage import S3Store
+from imgpipe.provenance.recorder import Recorder
+from imgpipe.upload.intake import input_key
+from imgpipe.upload.provenance_routes import add_provenance_routes
+from tests.prov_events import chain, received, ref, sha, step
+
+
+@dataclass
+class Api:
+    url: str
+    couch: CouchStore
+    s3: S3Store
+    settings: UploadSettings
+
+    async def record(self, events: list[ProvenanceEvent]) -> list[bool]:
+        recorder = Recorder(self.couch)
+        stored = []
+        for ev in events:
+            before = await self.couch.get(ev.event_id)
+            await recorder.handle(Delivery(body=ev.to_bytes(), message_id=ev.event_id,
+                                           redelivered=False))
+            stored.append(before is None)
+        return stored
+
+    async def get(self, path: str, **params: str) -> tuple[int, str, str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(self.url + path, params=params) as resp:
+                return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+@pytest.fixture
+async def api(s3_server: Any, couchdb_server: Any, unique_name: str) -> AsyncIterator[Api]:
+    settings = UploadSettings(
+        s3_url=s3_server.url, s3_access_key=s3_server.access_key,
+        s3_secret_key=SecretStr(s3_server.secret_key), s3_input_bucket=f"{unique_name}-in",
+        couchdb_url=couchdb_server.url, couchdb_user=couchdb_server.user,
+        couchdb_password=SecretStr(couchdb_server.password), couchdb_db=unique_name,
+        imageproc_url="http://127.0.0.1:9",
+    )
+    couch, s3 = CouchStore(settings), S3Store(settings)
+    await couch.connect()
+    await s3.connect()
+    await s3.ensure_bucket(settings.s3_input_bucket)
+    app = web.Application(middlewares=[errors_middleware])
+    add_provenance_routes(app, settings, couch, s3)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield Api(str(server.make_url("")).rstrip("/"), couch, s3, settings)
+    finally:
+        await server.close()
+        await s3.close()
+        await couch.close()
+
+
+async def test_each_event_is_stored_once_with_its_prov(api: Api) -> None:
+    job_id, events = chain()
+    assert await api.record(events) == [True] * len(events)
+    assert await api.record(events) == [False] * len(events)
+    doc = await api.couch.get(events[0].event_id)
+    assert doc is not None and doc["schema_version"] == 2 and "entity" in doc["prov"]
+
+
+async def test_job_provenance_as_prov_json_and_prov_n(api: Api) -> None:
+    job_id, events = chain()
+    await api.record(events)
+    status, ctype, body = await api.get(f"/jobs/{job_id}/provenance")
+    assert status == 200 and ctype.startswith("application/json")
+    document = ProvDocument.deserialize(content=body)
+    [bundle] = document.bundles
+    assert bundle.identifier.localpart == job_id
+    assert len([r for r in bundle.get_records() if r.get_type().localpart == "Derivation"]) == 2
+    status, ctype, text = await api.get(f"/jobs/{job_id}/provenance", format="provn")
+    assert status == 200 and ctype.startswith("text/provenance-notation")
+    assert f"bundle job:{job_id}" in text
+    assert ProvDocument.deserialize(content=text, format="provn", profile="strict") == document
+
+
+async def test_job_provenance_refusals(api: Api) -> None:
+    status, _, body = await api.get(f"/jobs/{new_id()}/provenance")
+    assert status == 404 and json.loads(body)["error"]["reason"] == "job_not_found"
+    status, _, body = await api.get("/jobs/not-a-job/provenance")
+    assert status == 404 and json.loads(body)["error"]["reason"] == "job_not_found"
+    queued = new_id()
+    await api.s3.put_bytes(api.settings.s3_input_bucket, input_key(queued), b"x",
+                           content_type="image/png")
+    status, _, body = await api.get(f"/jobs/{queued}/provenance")
+    assert status == 404 and json.loads(body)["error"]["reason"] == "provenance_pending"
+    job_id, events = chain()
+    await api.record(events)
+    status, _, body = await api.get(f"/jobs/{job_id}/provenance", format="turtle")
+    assert status == 400 and json.loads(body)["error"]["reason"] == "invalid_format"
+
+
+async def test_lineage_spans_stages_in_one_query(api: Api) -> None:
+    job_id, events = chain()
+    await api.record(events)
+    original, thumb, dithered = (sha(f"{job_id}-{n}") for n in ("original", "thumb", "dithered"))
+    status, _, body = await api.get(f"/lineage/{thumb}")
+    assert status == 200
+    found = json.loads(body)
+    assert (found["ancestors"], found["descendants"]) == ([original], [dithered])
+    assert {e["sha256"]: e["relation"] for e in found["entities"]} == {
+        thumb: "self", original: "ancestor", dithered: "descendant"}
+    assert [(s["stage"], s["outcome"]) for s in found["steps"]] == [
+        ("thumbnailed", "completed"), ("dithered", "completed")]
+    assert [u["job_id"] for u in found["uploads"]] == [job_id]
+    status, _, body = await api.get(f"/lineage/{dithered}")
+    assert json.loads(body)["ancestors"] == [thumb, original]
+    status, _, body = await api.get(f"/lineage/{original}")
+    assert json.loads(body)["descendants"] == [thumb, dithered]
+
+
+async def test_lineage_joins_jobs_that_share_content(api: Api) -> None:
+    shared = ref("shared-original", bucket="in")
+    first, second = new_id(), new_id()
+    a, b = ref(f"{first}-small"), ref(f"{second}-web")
+    await api.record([received(first, shared), *step(first, "processed", "resize:w=64/format:png", shared, a),
+                      received(second, shared), *step(second, "processed", "format:webp", shared, b),
+                      *step(second, "broken", "blur:3/format:png", shared, None, failed=True)])
+    found = await lineage(api.couch, shared.sha256)
+    summary = found.to_dict()
+    assert set(summary["descendants"]) == {a.sha256, b.sha256}
+    assert summary["jobs"] == sorted([first, second])
+    assert {(s["stage"], s["outcome"]) for s in summary["steps"]} == {
+        ("processed", "completed"), ("broken", "failed")}
+    status, ctype, text = await api.get(f"/lineage/{shared.sha256}", format="provn")
+    assert status == 200 and ctype.startswith("text/provenance-notation")
+    document = ProvDocument.deserialize(content=text, format="provn", profile="strict")
+    assert {bundle.identifier.localpart for bundle in document.bundles} == {first, second}
+
+
+async def test_lineage_refusals(api: Api) -> None:
+    status, _, body = await api.get(f"/lineage/{sha('never stored')}")
+    assert status == 404 and json.loads(body)["error"]["reason"] == "content_not_found"
+    status, _, body = await api.get("/lineage/abc")
+    assert status == 400 and json.loads(body)["error"]["reason"] == "invalid_sha256"
