@@ -251,3 +251,15 @@ def test_metadata_stripped_by_default_kept_on_request() -> None:
     assert not stripped.get_typeof("exif-data")
     _, kept = run("format:jpeg,keep=meta", exif_jpeg(1))
     assert kept.get_typeof("exif-data")
+
+
+@pytest.mark.parametrize("spec", ["format:png", "resize:w=400/format:png", "blur:0.1/format:png"])
+def test_embedded_profiles_are_converted_to_srgb_before_stripping(spec: str) -> None:
+    srgb = pyvips.Image.new_from_buffer(quadrants(), "")
+    wide = srgb.icc_export(output_profile="p3")
+    data = bytes(wide.jpegsave_buffer(Q=98, keep=pyvips.enums.ForeignKeep.ALL))
+    _, out = run(spec, data)
+    assert not out.get_typeof("icc-profile-data")
+    assert near(pixel(out, 300, 20), GREEN, 24)
+    _, kept = run(spec.replace("format:png", "format:png,keep=icc"), data)
+    assert kept.get_typeof("icc-profile-data")

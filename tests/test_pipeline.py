@@ -132,3 +132,10 @@ def test_bad_presets_stop_the_service_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_presets(value)
     assert "IMGPIPE_PRESETS" in caught.value.message
+
+
+def test_every_builtin_preset_is_canonical_and_valid() -> None:
+    from imgpipe.core.pipeline import BUILTIN_PRESETS
+
+    for name, spec in BUILTIN_PRESETS.items():
+        assert parse_pipeline(name).canonical() == spec, name

@@ -19,7 +19,7 @@ from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
 from imgpipe.imageproc.errors import CorruptImage, ProcessingTimeout
 from imgpipe.imageproc.overlay import watermark
-from imgpipe.imageproc.pixels import normalise
+from imgpipe.imageproc.pixels import normalise, to_srgb_profile
 from imgpipe.imageproc.safety import FAIL_ON, Limits, Probe, check_output, probe
 
 Apply = Callable[[pyvips.Image, Any], pyvips.Image]
@@ -87,8 +87,12 @@ def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, l
                 **options,
             )
 
-        image = geometry.resize_with(thumbnail, width, height, first)
-        return normalise(image), steps[1:]
+        convert = info.has_profile and pipeline.output.keep == "none"
+        profile = {"export_profile": "srgb"} if convert else {}
+        image = geometry.resize_with(
+            lambda w, **o: thumbnail(w, **profile, **o), width, height, first
+        )
+        return _colour(normalise(image), pipeline), steps[1:]
     rotates = pipeline.autorotate and info.orientation != 1
     sequential = not rotates and not any(reads_randomly(op) for op in steps)
     image = pyvips.Image.new_from_buffer(
@@ -96,7 +100,11 @@ def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, l
     )
     if pipeline.autorotate:
         image = image.autorot()
-    return normalise(image), steps
+    return _colour(normalise(image), pipeline), steps
+
+
+def _colour(image: pyvips.Image, pipeline: Pipeline) -> pyvips.Image:
+    return to_srgb_profile(image) if pipeline.output.keep == "none" else image
 
 
 def _guard(image: pyvips.Image, deadline: float | None, alive: list[pyvips.Image]) -> pyvips.Image:

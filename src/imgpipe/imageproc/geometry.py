@@ -92,7 +92,8 @@ def resize_with(thumbnail: Thumbnailer, width: int, height: int, op: Resize) -> 
         assert op.w is not None and op.h is not None
         size = "both" if op.upscale else "down"
         return thumbnail(op.w, height=op.h, size=size, crop=op.gravity)
-    image = thumbnail(plan.scaled_w, height=plan.scaled_h, size="force")
+    size = "force" if op.fit == "fill" else "both"
+    image = thumbnail(plan.scaled_w, height=plan.scaled_h, size=size)
     return _finish(_exact(image, plan.scaled_w, plan.scaled_h), plan, op)
 
 
@@ -103,7 +104,8 @@ def resize(image: pyvips.Image, op: Resize) -> pyvips.Image:
         return resize_with(image.thumbnail_image, image.width, image.height, op)
     if (plan.scaled_w, plan.scaled_h) != (image.width, image.height):
         if op.kernel == "lanczos3":
-            image = image.thumbnail_image(plan.scaled_w, height=plan.scaled_h, size="force")
+            size = "force" if op.fit == "fill" else "both"
+            image = image.thumbnail_image(plan.scaled_w, height=plan.scaled_h, size=size)
         else:
             image = image.resize(
                 plan.scaled_w / image.width,

@@ -7,6 +7,27 @@ import pyvips
 from imgpipe.core.pipeline.types import colour_rgba
 
 
+ICC_FIELD = "icc-profile-data"
+
+
+def to_srgb_profile(image: pyvips.Image) -> pyvips.Image:
+    """Convert through the embedded ICC profile to sRGB and drop the profile.
+
+    Used when the profile will not be kept: stripping a wide-gamut or CMYK
+    profile without converting would change the colours. A profile libvips
+    cannot use is dropped and the pixels are taken as they are.
+    """
+    if not image.get_typeof(ICC_FIELD):
+        return image
+    try:
+        converted = image.icc_transform("srgb", embedded=True, intent="perceptual")
+        converted = converted.copy()
+    except pyvips.Error:
+        converted = image.copy()
+    converted.remove(ICC_FIELD)
+    return converted
+
+
 def normalise(image: pyvips.Image) -> pyvips.Image:
     """8-bit sRGB or 8-bit grey, with or without alpha: what every operation expects."""
     if image.interpretation not in ("srgb", "b-w"):

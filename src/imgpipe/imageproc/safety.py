@@ -58,6 +58,7 @@ class Probe:
     height: int
     pages: int
     orientation: int
+    has_profile: bool = False
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -111,11 +112,15 @@ def probe(data: bytes, limits: Limits) -> Probe:
         raise CorruptImage(f"input header does not decode: {message}") from None
     loader = str(image.get("vips-loader")).removesuffix("_buffer")
     fmt = _FORMAT_OF_LOADER.get(loader)
+    if fmt == "avif" and image.get_typeof("heif-compression"):
+        if str(image.get("heif-compression")) != "av1":
+            fmt = "heic"
     if fmt is None or fmt not in limits.formats:
         raise UnsupportedFormat(f"input format {loader!r} is not allowed")
     pages = int(image.get("n-pages")) if image.get_typeof("n-pages") else 1
     orientation = int(image.get("orientation")) if image.get_typeof("orientation") else 1
-    info = Probe(fmt, image.width, image.height, pages, orientation)
+    has_profile = bool(image.get_typeof("icc-profile-data"))
+    info = Probe(fmt, image.width, image.height, pages, orientation, has_profile)
     if image.width * image.height > limits.max_pixels:
         raise TooManyPixels(
             f"input is {image.width}x{image.height} pixels, at most {limits.max_pixels} allowed",

@@ -20,6 +20,13 @@ BUILTIN_PRESETS: dict[str, str] = {
     "thumbnail": "resize:w=256,h=256/format:jpeg",
     "dither": "dither/format:png",
     "web": "resize:w=1600,h=1600/format:webp",
+    "preview": "resize:w=800,h=800/format:jpeg,q=75,progressive=true",
+    "avatar": "resize:w=128,h=128,fit=cover,gravity=attention/format:webp",
+    "social": "resize:w=1200,h=630,fit=cover,gravity=attention/format:jpeg,q=85",
+    "square": "resize:w=512,h=512,fit=contain,bg=00000000/format:png",
+    "avif": "resize:w=1600,h=1600/format:avif",
+    "lossless": "format:png",
+    "print": "format:tiff,keep=icc",
 }
 """Presets every imgpipe knows; user presets of the same name replace them."""
 
