@@ -222,7 +222,7 @@ def test_quality_lossless_and_progressive_change_the_encoding() -> None:
     assert len(low.data) < len(high.data)
     _, progressive = run("format:jpeg,progressive=true", data)
     assert progressive.get("interlaced") == 1
-    lossless, decoded = run("format:webp,lossless=true", data)
+    _, decoded = run("format:webp,lossless=true", data)
     assert bytes(decoded.write_to_memory()) == bytes(image.write_to_memory())
     _, palette = run("format:png,palette=true", data)
     assert palette.get_typeof("palette")

@@ -139,3 +139,11 @@ def test_every_builtin_preset_is_canonical_and_valid() -> None:
 
     for name, spec in BUILTIN_PRESETS.items():
         assert parse_pipeline(name).canonical() == spec, name
+
+
+def test_docs_describe_every_operation_and_parameter() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "pipelines.md").read_text()
+    for entry in catalogue():
+        assert f"### `{entry['name']}`" in docs, entry["name"]
+        for param in entry["params"]:
+            assert f"`{param}`" in docs, (entry["name"], param)

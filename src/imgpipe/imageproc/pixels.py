@@ -6,7 +6,6 @@ import pyvips
 
 from imgpipe.core.pipeline.types import colour_rgba
 
-
 ICC_FIELD = "icc-profile-data"
 
 

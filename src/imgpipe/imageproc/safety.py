@@ -112,9 +112,9 @@ def probe(data: bytes, limits: Limits) -> Probe:
         raise CorruptImage(f"input header does not decode: {message}") from None
     loader = str(image.get("vips-loader")).removesuffix("_buffer")
     fmt = _FORMAT_OF_LOADER.get(loader)
-    if fmt == "avif" and image.get_typeof("heif-compression"):
-        if str(image.get("heif-compression")) != "av1":
-            fmt = "heic"
+    heif = str(image.get("heif-compression")) if image.get_typeof("heif-compression") else None
+    if fmt == "avif" and heif not in (None, "av1"):
+        fmt = "heic"
     if fmt is None or fmt not in limits.formats:
         raise UnsupportedFormat(f"input format {loader!r} is not allowed")
     pages = int(image.get("n-pages")) if image.get_typeof("n-pages") else 1

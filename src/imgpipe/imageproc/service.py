@@ -103,7 +103,9 @@ async def operations(request: web.Request) -> web.Response:
 
 async def presets(request: web.Request) -> web.Response:
     """``GET /presets``: every preset name with its canonical pipeline."""
-    table = {**BUILTIN_PRESETS, **request.app[PRESETS]}
+    table: dict[str, str] = dict(BUILTIN_PRESETS)
+    user: dict[str, str] = request.app[PRESETS]
+    table.update(user)
     body = {name: parse_pipeline(spec).canonical() for name, spec in sorted(table.items())}
     return web.json_response({"default": DEFAULT_PIPELINE, "presets": body})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +19,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        if value == 0 or not math.isfinite(value):
-            value = 0.0 if value == 0 else value
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
+        return repr(0.0 if value == 0 else value).removesuffix(".0")
     if isinstance(value, int):
         return str(value)
     return quote(str(value), safe="")
@@ -31,7 +27,7 @@ def format_value(value: Any) -> str:
 
 def step_text(op: Operation) -> str:
     """One step in canonical text form: ``name`` or ``name:main,key=value``."""
-    parts = []
+    parts: list[str] = []
     for key, value in op.arguments():
         if key == op.main and not parts:
             parts.append(format_value(value))

@@ -25,7 +25,9 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 def _colour(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError("expected a colour: rgb, rrggbb, rrggbbaa in hex, or a name")
+        raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a validation error
+            "expected a colour: rgb, rrggbb, rrggbbaa in hex, or a name"
+        )
     text = value.strip().lower().removeprefix("#")
     text = _NAMED_COLOURS.get(text, text)
     if not _HEX.fullmatch(text) or len(text) not in (3, 4, 6, 8):
