@@ -9,11 +9,9 @@ from typing import Any
 import aiohttp
 import pytest
 import pyvips
-from pydantic import SecretStr
 
-from imgpipe.core.config import CouchSettings, S3Settings
-from imgpipe.core.provstore import CouchStore
-from imgpipe.core.storage import S3Store
+from imgpipe.core.backends import object_store_for, provenance_store_for
+from imgpipe.core.config import UploadSettings, load
 from tests.images import image_bytes
 from tests.system import System, wait_for
 
@@ -34,14 +32,11 @@ async def get_json(url: str) -> tuple[int, Any]:
             return resp.status, await resp.json()
 
 
-def stores(system: System) -> tuple[S3Store, CouchStore]:
-    env = system.env
-    s3 = S3Store(S3Settings(s3_url=env["S3_URL"], s3_access_key=env["S3_ACCESS_KEY"],
-                            s3_secret_key=SecretStr(env["S3_SECRET_KEY"])))
-    couch = CouchStore(CouchSettings(couchdb_url=env["COUCHDB_URL"], couchdb_user=env["COUCHDB_USER"],
-                                     couchdb_password=SecretStr(env["COUCHDB_PASSWORD"]),
-                                     couchdb_db=env["COUCHDB_DB"]))
-    return s3, couch
+def stores(system: System) -> tuple[Any, Any]:
+    """Clients (not yet connected) of the system's object store and provenance database,
+    whichever backends its settings select."""
+    settings = load(UploadSettings, **{k.lower(): v for k, v in system.env.items()})
+    return object_store_for(settings), provenance_store_for(settings)
 
 
 async def test_upload_is_processed_with_provenance(shared_system: System) -> None:

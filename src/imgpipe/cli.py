@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from imgpipe import __version__
+from imgpipe import __version__, dev
 from imgpipe.core.config import (
     ImageprocSettings,
     ProvenanceSettings,
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "Store provenance events in CouchDB (or show, with an action).",
                       "PROVENANCE_HOST", "PROVENANCE_PORT", 8002)
     add_provenance_commands(sub, provenance)
+    dev.add_command(sub)
     for name, func in COMMANDS.items():
         sub.add_parser(name).set_defaults(func=func)
     return parser

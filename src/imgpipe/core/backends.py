@@ -38,12 +38,22 @@ async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:
     return broker
 
 
-async def open_object_store(settings: S3Settings, *, buckets: tuple[str, ...] = ()) -> ObjectStore:
-    store: LocalStore | S3Store
+def object_store_for(settings: S3Settings) -> LocalStore | S3Store:
+    """The object store ``S3_URL`` selects, not yet connected."""
     if is_embedded(settings.s3_url):
-        store = LocalStore(embedded_path(settings.s3_url), check_bucket=settings.s3_input_bucket)
-    else:
-        store = S3Store(settings)
+        return LocalStore(embedded_path(settings.s3_url), check_bucket=settings.s3_input_bucket)
+    return S3Store(settings)
+
+
+def provenance_store_for(settings: CouchSettings) -> SqliteProvenanceStore | CouchStore:
+    """The provenance store ``COUCHDB_URL`` selects, not yet connected."""
+    if is_embedded(settings.couchdb_url):
+        return SqliteProvenanceStore(embedded_path(settings.couchdb_url), settings.couchdb_db)
+    return CouchStore(settings)
+
+
+async def open_object_store(settings: S3Settings, *, buckets: tuple[str, ...] = ()) -> ObjectStore:
+    store = object_store_for(settings)
     await store.connect()
     if settings.s3_create_buckets:
         for bucket in buckets:
@@ -53,11 +63,10 @@ async def open_object_store(settings: S3Settings, *, buckets: tuple[str, ...] = 
 
 async def open_provenance_store(settings: CouchSettings) -> ProvenanceStore:
     """Open the provenance database; when CouchDB is down, it opens on first use."""
-    if is_embedded(settings.couchdb_url):
-        local = SqliteProvenanceStore(embedded_path(settings.couchdb_url), settings.couchdb_db)
-        await local.connect()
-        return local
-    store = CouchStore(settings)
+    store = provenance_store_for(settings)
+    if isinstance(store, SqliteProvenanceStore):
+        await store.connect()
+        return store
     try:
         await store.connect()
     except Exception:  # noqa: BLE001 - readiness reports it; requests retry

@@ -127,5 +127,17 @@ async def wait_for_stop_signal() -> None:
     log.info("stop signal received")
 
 
+async def wait_for_stop(stop: asyncio.Event | None = None) -> None:
+    """Return when ``stop`` is set; without one, when SIGTERM or SIGINT arrives.
+
+    Services that share a process (``imgpipe dev``) are each given an event,
+    so that one owner of the signals stops them in order.
+    """
+    if stop is None:
+        await wait_for_stop_signal()
+    else:
+        await stop.wait()
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, default=str)

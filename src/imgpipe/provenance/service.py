@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from imgpipe.core.backends import open_broker, open_provenance_store
 from imgpipe.core.config import ProvenanceSettings
-from imgpipe.core.http import ops_app, serve, wait_for_stop_signal
+from imgpipe.core.http import ops_app, serve, wait_for_stop
 from imgpipe.provenance.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 
-async def run_provenance(settings: ProvenanceSettings) -> None:
+async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | None = None) -> None:
     """Store provenance events until SIGTERM/SIGINT."""
     store = await open_provenance_store(settings)
     broker = await open_broker(settings, name="imgpipe-provenance")
@@ -24,7 +25,7 @@ async def run_provenance(settings: ProvenanceSettings) -> None:
                                         prefetch=settings.amqp_prefetch)
         log.info("provenance recorder consuming", extra={"queue": queue})
         try:
-            await wait_for_stop_signal()
+            await wait_for_stop(stop)
         finally:
             await consumer.stop(grace=settings.shutdown_grace)
             await ops.cleanup()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from imgpipe.core.backends import open_broker, open_object_store
 from imgpipe.core.config import RunnerSettings
-from imgpipe.core.http import ops_app, serve, wait_for_stop_signal
+from imgpipe.core.http import ops_app, serve, wait_for_stop
 from imgpipe.core.lifecycle import until_available
 from imgpipe.runner.imageproc_client import ImageprocClient
 from imgpipe.runner.worker import Runner
@@ -14,7 +15,7 @@ from imgpipe.runner.worker import Runner
 log = logging.getLogger(__name__)
 
 
-async def run_runner(settings: RunnerSettings) -> None:
+async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = None) -> None:
     """Consume the stage's queue until SIGTERM/SIGINT; in-flight images finish first."""
     store = await until_available(
         "S3", lambda: open_object_store(settings, buckets=(settings.s3_output_bucket,))
@@ -33,7 +34,7 @@ async def run_runner(settings: RunnerSettings) -> None:
         consumer = await broker.consume(queue, runner.handle, prefetch=settings.amqp_prefetch)
         log.info("runner consuming", extra={"queue": queue, "stage": settings.stage})
         try:
-            await wait_for_stop_signal()
+            await wait_for_stop(stop)
         finally:
             await consumer.stop(grace=settings.shutdown_grace)
             await ops.cleanup()

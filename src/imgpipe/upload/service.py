@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from imgpipe.core.backends import open_broker, open_object_store, open_provenance_store
 from imgpipe.core.config import UploadSettings
-from imgpipe.core.http import serve, wait_for_stop_signal
+from imgpipe.core.http import serve, wait_for_stop
 from imgpipe.core.lifecycle import until_available
 from imgpipe.upload.app import Backends, create_app
 
@@ -33,7 +34,7 @@ async def close_backends(backends: Backends) -> None:
     await backends.provenance.close()
 
 
-async def run_upload(settings: UploadSettings) -> None:
+async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = None) -> None:
     """Serve the upload API until SIGTERM/SIGINT, then finish requests and close."""
     backends = await open_backends(settings)
     try:
@@ -42,7 +43,7 @@ async def run_upload(settings: UploadSettings) -> None:
             app, settings.upload_host, settings.upload_port, grace=settings.shutdown_grace
         )
         try:
-            await wait_for_stop_signal()
+            await wait_for_stop(stop)
         finally:
             await runner.cleanup()
     finally:

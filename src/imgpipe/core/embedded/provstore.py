@@ -49,8 +49,10 @@ class SqliteProvenanceStore:
         self.path = database_file(directory, database)
         self._db: aiosqlite.Connection | None = None
 
-    async def connect(self) -> None:
-        """Open (creating when needed) the database, its table and indexes."""
+    async def connect(self, *, create: bool = True) -> None:
+        """Open (with ``create``, creating when needed) the database, its table and indexes."""
+        if not create and not self.path.exists():
+            raise _unavailable(FileNotFoundError(f"no provenance database at {self.path}"))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(self.path)
