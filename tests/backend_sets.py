@@ -42,26 +42,34 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+def backend_env_for(
+    backend_set: str, request: pytest.FixtureRequest, data_dir: Path, name: str
+) -> dict[str, str]:
+    """Environment variables selecting ``backend_set`` (embedded ones under ``data_dir``),
+    with exchanges, buckets and database named after ``name``."""
+    names = {
+        "AMQP_EXCHANGE_SUBSCRIBE": f"{name}-uploaded",
+        "AMQP_EXCHANGE_PUBLISH": f"{name}-processed",
+        "AMQP_EXCHANGE_PROV": f"{name}-provenance",
+        "S3_INPUT_BUCKET": f"{name}-input",
+        "S3_OUTPUT_BUCKET": f"{name}-output",
+        "COUCHDB_DB": name.replace("-", "_"),
+    }
+    if backend_set == "embedded":
+        return embedded_env(data_dir) | names
+    rabbitmq = request.getfixturevalue("rabbitmq_server")
+    s3 = request.getfixturevalue("s3_server")
+    couchdb = request.getfixturevalue("couchdb_server")
+    return rabbitmq.env() | s3.env() | couchdb.env() | names
+
+
 @pytest.fixture
 def backend_env(
     backend_set: str, request: pytest.FixtureRequest, tmp_path: Path, unique_name: str
 ) -> dict[str, str]:
     """Environment variables selecting ``backend_set``, with exchanges, buckets and
     database named for this test alone."""
-    names = {
-        "AMQP_EXCHANGE_SUBSCRIBE": f"{unique_name}-uploaded",
-        "AMQP_EXCHANGE_PUBLISH": f"{unique_name}-processed",
-        "AMQP_EXCHANGE_PROV": f"{unique_name}-provenance",
-        "S3_INPUT_BUCKET": f"{unique_name}-input",
-        "S3_OUTPUT_BUCKET": f"{unique_name}-output",
-        "COUCHDB_DB": unique_name.replace("-", "_"),
-    }
-    if backend_set == "embedded":
-        return embedded_env(tmp_path / "data") | names
-    rabbitmq = request.getfixturevalue("rabbitmq_server")
-    s3 = request.getfixturevalue("s3_server")
-    couchdb = request.getfixturevalue("couchdb_server")
-    return rabbitmq.env() | s3.env() | couchdb.env() | names
+    return backend_env_for(backend_set, request, tmp_path / "data", unique_name)
 
 
 def settings_of(cls: type[Any], env: dict[str, str]) -> Any:

@@ -83,6 +83,16 @@ class DevProcess:
         ) as resp:
             assert resp.status == 200, await resp.text()
 
+    def wait_ready_sync(self, timeout: float = 90) -> None:
+        """:meth:`wait_ready` for fixtures outside an event loop."""
+        deadline = time.monotonic() + timeout
+        while "imgpipe dev is running" not in self.output():
+            assert self.proc is not None
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"imgpipe dev did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
     def stop(self, key: str = "", sig: int = signal.SIGINT, timeout: float = 30) -> int:
         """Stop the process (Ctrl-C by default) and return its exit code."""
         proc, self.proc = self.proc, None

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import signal
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,14 @@ from imgpipe.core.config import UploadSettings
 from imgpipe.core.embedded import embedded_path
 from imgpipe.dev import DevSettings
 from imgpipe.upload.service import run_upload
-from tests.backend_sets import settings_of
+from tests.backend_sets import BACKEND_SETS, backend_env_for, settings_of
 from tests.devsystem import DevProcess
 from tests.images import image_bytes
-from tests.servers import services
 from tests.system import wait_for
 from tests.test_e2e import (  # noqa: F401 - the shared scenarios, collected here too
     get_json,
     stores,
-    test_bad_uploads_are_refused_and_nothing_is_queued,
+    test_bad_uploads_are_refused_and_nothing_is_stored,
     test_several_files_give_one_job_each,
     test_unknown_job_is_404,
     test_upload_is_processed_with_provenance,
@@ -53,10 +53,29 @@ def dev(backend_set: str, backend_env: dict[str, str], tmp_path: Path) -> Iterat
 
 @pytest.fixture
 async def system(dev: DevProcess) -> AsyncIterator[DevProcess]:
-    """``imgpipe dev`` running: the end-to-end scenarios use it as their system."""
+    """``imgpipe dev`` running for this test alone."""
     dev.start()
     await dev.wait_ready()
     yield dev
+
+
+@pytest.fixture(scope="module", params=BACKEND_SETS)
+def shared_system(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevProcess]:
+    """``imgpipe dev`` shared by this module's tests on one backend set: the end-to-end
+    scenarios of :mod:`tests.test_e2e` use it as their system."""
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    base = tmp_path_factory.mktemp(name)
+    env = backend_env_for(request.param, request, base / "data", name)
+    (base / "logs").mkdir()
+    process = DevProcess(env, base / "data", base / "logs", embedded=request.param == "embedded")
+    try:
+        process.start()
+        process.wait_ready_sync()
+        yield process
+    finally:
+        process.stop()
 
 
 async def _upload(url: str, count: int, pipeline: str = "resize:w=64/format:png") -> list[str]:
@@ -98,7 +117,8 @@ async def test_it_says_where_to_open_the_page_and_where_data_is(system: DevProce
     assert "imgpipe dev stopped" in system.output()
 
 
-async def test_provenance_queries_answer_the_same(system: DevProcess) -> None:
+async def test_provenance_queries_answer_the_same(shared_system: DevProcess) -> None:
+    system = shared_system
     jobs = await _upload(system.upload_url, 2)
     views = await _all_done(system.upload_url, jobs)
     _, provenance = stores(system)

@@ -152,13 +152,13 @@ class DevSystem:
         self._imageproc = await serve(create_app(s.imageproc), s.imageproc.imageproc_host,
                                       0, grace=s.imageproc.shutdown_grace)
         self.imageproc_port = int(self._imageproc.addresses[0][1])
-        runner = s.runner.model_copy(
-            update={"imageproc_url": f"http://127.0.0.1:{self.imageproc_port}"}
-        )
+        imageproc = {"imageproc_url": f"http://127.0.0.1:{self.imageproc_port}"}
+        runner = s.runner.model_copy(update=imageproc)
+        upload = s.upload.model_copy(update=imageproc)
         services: dict[str, Callable[[], Awaitable[None]]] = {
             "provenance": lambda: run_provenance(s.provenance, stop=self._stops["provenance"]),
             "runner": lambda: run_runner(runner, stop=self._stops["runner"]),
-            "upload": lambda: run_upload(s.upload, stop=self._stops["upload"]),
+            "upload": lambda: run_upload(upload, stop=self._stops["upload"]),
         }
         for name, run in services.items():
             self._tasks[name] = asyncio.create_task(self._guard(name, run), name=f"dev-{name}")
