@@ -1,7 +1,8 @@
-"""Provenance records in CouchDB and the upload service's provenance routes.
+"""Provenance records and the upload service's provenance routes.
 
-The recorder stores made-up events in a real CouchDB API server; the routes
-run in-process against that database and a real S3 server.
+The recorder stores made-up events in a real CouchDB API server (and in the
+embedded SQLite store: every test runs on both backend sets); the routes run
+in-process against that database and the object store.
 """
 
 from __future__ import annotations
@@ -9,33 +10,32 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prov.model import ProvDocument
-from pydantic import SecretStr
 
 from imgpipe.core.config import UploadSettings
 from imgpipe.core.http import errors_middleware
 from imgpipe.core.lineage import lineage
 from imgpipe.core.messages import ProvenanceEvent, new_id
 from imgpipe.core.messaging import Delivery
-from imgpipe.core.provstore import CouchStore
-from imgpipe.core.storage import S3Store
+from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.core.storage import ObjectStore
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.provenance_routes import add_provenance_routes
+from tests.backend_sets import settings_of
 from tests.prov_events import chain, received, ref, sha, step
 
 
 @dataclass
 class Api:
     url: str
-    couch: CouchStore
-    s3: S3Store
+    couch: ProvenanceStore
+    s3: ObjectStore
     settings: UploadSettings
 
     async def record(self, events: list[ProvenanceEvent]) -> list[bool]:
@@ -49,38 +49,30 @@ class Api:
         return stored
 
     async def get(self, path: str, **params: str) -> tuple[int, str, str]:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(self.url + path, params=params) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+        async with aiohttp.ClientSession() as session, session.get(
+            self.url + path, params=params
+        ) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
 
 
 @pytest.fixture
-async def api(s3_server: Any, couchdb_server: Any, unique_name: str) -> AsyncIterator[Api]:
-    settings = UploadSettings(
-        s3_url=s3_server.url, s3_access_key=s3_server.access_key,
-        s3_secret_key=SecretStr(s3_server.secret_key), s3_input_bucket=f"{unique_name}-in",
-        couchdb_url=couchdb_server.url, couchdb_user=couchdb_server.user,
-        couchdb_password=SecretStr(couchdb_server.password), couchdb_db=unique_name,
-        imageproc_url="http://127.0.0.1:9",
-    )
-    couch, s3 = CouchStore(settings), S3Store(settings)
-    await couch.connect()
-    await s3.connect()
-    await s3.ensure_bucket(settings.s3_input_bucket)
+async def api(
+    backend_env: dict[str, str], provenance_store: ProvenanceStore, object_store: ObjectStore
+) -> AsyncIterator[Api]:
+    """The provenance routes over a fresh database of each backend set (CouchDB, SQLite)."""
+    settings = settings_of(UploadSettings, backend_env | {"IMAGEPROC_URL": "http://127.0.0.1:9"})
     app = web.Application(middlewares=[errors_middleware])
-    add_provenance_routes(app, settings, couch, s3)
+    add_provenance_routes(app, settings, provenance_store, object_store)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield Api(str(server.make_url("")).rstrip("/"), couch, s3, settings)
+        yield Api(str(server.make_url("")).rstrip("/"), provenance_store, object_store, settings)
     finally:
         await server.close()
-        await s3.close()
-        await couch.close()
 
 
 async def test_each_event_is_stored_once_with_its_prov(api: Api) -> None:
-    job_id, events = chain()
+    _job_id, events = chain()
     assert await api.record(events) == [True] * len(events)
     assert await api.record(events) == [False] * len(events)
     doc = await api.couch.get(events[0].event_id)

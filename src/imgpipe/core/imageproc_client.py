@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -83,7 +82,7 @@ class ImageprocClient:
                 if resp.status in PERMANENT_STATUSES:
                     raise PermanentError(message, reason=reason)
                 raise TransientError(message, reason=reason)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientError(
                 f"imageproc at {self.base_url} is unavailable: {type(exc).__name__}",
                 reason="imageproc_unavailable",
@@ -95,7 +94,7 @@ class ImageprocClient:
             async with session.get(f"{self.base_url}/healthz") as resp:
                 if resp.status != 200:
                     raise TransientError(f"imageproc health answered {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientError(f"imageproc unreachable: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
