@@ -1,0 +1,82 @@
+"""Helpers for provenance tests that drive the running services over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from imgpipe.core.config import CouchSettings, S3Settings
+from imgpipe.core.provstore import CouchStore
+from imgpipe.core.storage import S3Store
+from tests.system import System, wait_for
+
+
+async def submit(system: System, data: bytes, *pipelines: str, name: str = "image") -> str:
+    """Upload ``data`` with ``pipelines``; the job id."""
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=name, content_type="application/octet-stream")
+    for pipeline in pipelines:
+        form.add_field("pipeline", pipeline)
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{system.upload_url}/upload", data=form
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        [job] = (await resp.json())["jobs"]
+        return str(job["job_id"])
+
+
+async def call(system: System, method: str, path: str, **params: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"{system.upload_url}{path}", params=params
+    ) as resp:
+        body = await resp.text()
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, body
+
+
+async def wait_done(system: System, job_id: str, outputs: int = 1, timeout: float = 90) -> Any:
+    """The job's view once it has ``outputs`` outputs (failing fast on a failed job)."""
+    async def ready() -> Any:
+        status, view = await call(system, "GET", f"/jobs/{job_id}")
+        assert status == 200, view
+        assert view["status"] != "failed", view
+        return view if len(view["outputs"]) >= outputs else None
+
+    return await wait_for(ready, timeout=timeout)
+
+
+async def verify(system: System, job_id: str) -> dict[str, Any]:
+    status, report = await call(system, "POST", f"/jobs/{job_id}/verify")
+    assert status == 200, report
+    assert isinstance(report, dict)
+    return report
+
+
+def object_store(system: System) -> S3Store:
+    env = system.env
+    return S3Store(S3Settings(s3_url=env["S3_URL"], s3_access_key=env["S3_ACCESS_KEY"],
+                              s3_secret_key=SecretStr(env["S3_SECRET_KEY"])))
+
+
+def provenance_store(system: System) -> CouchStore:
+    env = system.env
+    return CouchStore(CouchSettings(
+        couchdb_url=env["COUCHDB_URL"], couchdb_user=env["COUCHDB_USER"],
+        couchdb_password=SecretStr(env["COUCHDB_PASSWORD"]), couchdb_db=env["COUCHDB_DB"]))
+
+
+async def imgpipe(system: System, *args: str) -> tuple[int, str, str]:
+    """Run the ``imgpipe`` command with the system's settings: exit status, stdout, stderr."""
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imgpipe.cli", *args], capture_output=True,
+                              text=True, env=os.environ | system.env, timeout=120, check=False)
+
+    done = await asyncio.to_thread(run)
+    return done.returncode, done.stdout, done.stderr
