@@ -184,6 +184,23 @@ class RunnerSettings(AmqpSettings, S3Settings, LogSettings):
     def _check_imageproc_url(cls, value: str) -> str:
         return _check_http_url(value)
 
+    @field_validator("runner_pipeline")
+    @classmethod
+    def _canonical_pipeline(cls, value: str | None) -> str | None:
+        """The canonical form (what provenance records and verification re-runs).
+
+        A name imgpipe does not know here (a preset only imageproc has) is kept
+        as given: imageproc decides.
+        """
+        from imgpipe.core.pipeline import PipelineError, parse_pipeline
+
+        if value is None or not value.strip():
+            return None
+        try:
+            return parse_pipeline(value).canonical()
+        except PipelineError:
+            return value.strip()
+
     @property
     def stage(self) -> str:
         return self.runner_stage or self.amqp_exchange_publish
