@@ -27,6 +27,7 @@ from imgpipe.upload import metrics
 from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload
 from imgpipe.upload.jobs import job_status
 from imgpipe.upload.provenance_routes import add_provenance_routes
+from imgpipe.upload.web import add_web_routes
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def create_app(settings: UploadSettings, backends: Backends) -> web.Application:
     app.router.add_get("/jobs/{job_id}", get_job)
     app.router.add_get("/jobs/{job_id}/outputs/{index}", get_output)
     add_provenance_routes(app, settings, backends.provenance, backends.store)
+    add_web_routes(app, settings, backends)
     add_ops_routes(app, {
         "rabbitmq": backends.broker.check,
         "s3": backends.store.check,
