@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "PROVENANCE_HOST", "PROVENANCE_PORT", 8002)
     add_provenance_commands(sub, provenance)
     dev.add_command(sub)
+    from imgpipe.client.commands import add_client_commands
+
+    add_client_commands(sub)
     for name, func in COMMANDS.items():
         sub.add_parser(name).set_defaults(func=func)
     return parser

@@ -1,0 +1,160 @@
+"""A small asyncio client of the upload service's HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+CHUNK = 256 * 1024
+FINISHED = frozenset({"done", "failed"})
+
+Progress = Callable[[int], None]
+
+
+class ApiError(Exception):
+    """The service refused a request (``reason``, ``message``) or could not be reached."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
+async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+    if resp.status < 400:
+        return
+    try:
+        error = (await resp.json())["error"]
+        reason, message = str(error["reason"]), str(error["message"])
+    except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
+        reason, message = f"http_{resp.status}", (await resp.text())[:200] or resp.reason or ""
+    raise ApiError(reason, message, resp.status)
+
+
+async def _file_chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            if progress is not None:
+                progress(len(chunk))
+            yield chunk
+
+
+class Client:
+    """Upload images, read jobs, download outputs. Use as ``async with Client(url) as c``."""
+
+    def __init__(self, base_url: str, *, timeout: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use the client inside 'async with'")
+        return self._session
+
+    async def _get_json(self, path: str, **params: str) -> Any:
+        try:
+            async with self.session.get(self.base_url + path, params=params) as resp:
+                await _raise_for(resp)
+                return await resp.json()
+        except aiohttp.ClientError as exc:
+            raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
+
+    async def validate(self, pipeline: str) -> dict[str, Any]:
+        """The pipeline's canonical form; :class:`ApiError` when it is refused."""
+        result: dict[str, Any] = await self._get_json("/pipelines/validate", pipeline=pipeline)
+        return result
+
+    async def upload(
+        self, path: Path, *, pipeline: str | None = None, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Upload one image; returns its accepted job (``job_id``, ``sha256``, ...)."""
+        writer = aiohttp.MultipartWriter("form-data")
+        part = writer.append(_file_chunks(path, progress),
+                             {"Content-Type": "application/octet-stream"})
+        part.set_content_disposition("form-data", name="file", filename=path.name)
+        params = {"pipeline": pipeline} if pipeline else {}
+        try:
+            async with self.session.post(
+                f"{self.base_url}/upload", data=writer, params=params
+            ) as resp:
+                await _raise_for(resp)
+                body = await resp.json()
+        except aiohttp.ClientError as exc:
+            raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
+        job: dict[str, Any] = body["jobs"][0]
+        return job
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._get_json(f"/jobs/{job_id}")
+        return result
+
+    async def jobs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Views of several jobs by id (at most 100 per request are sent)."""
+        views: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(job_ids), 100):
+            body = await self._get_json("/jobs", ids=",".join(job_ids[start:start + 100]))
+            views.update({view["job_id"]: view for view in body["jobs"]})
+        return views
+
+    async def wait(
+        self, job_ids: list[str], *, interval: float = 0.5, timeout: float = 600.0,
+        on_update: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Poll until every job is done or failed; raises TimeoutError after ``timeout``."""
+        views: dict[str, dict[str, Any]] = {}
+        async with asyncio.timeout(timeout):
+            while True:
+                pending = [i for i in job_ids if views.get(i, {}).get("status") not in FINISHED]
+                if not pending:
+                    return views
+                views.update(await self.jobs(pending))
+                if on_update is not None:
+                    on_update(views)
+                if all(views.get(i, {}).get("status") in FINISHED for i in job_ids):
+                    return views
+                await asyncio.sleep(interval)
+
+    async def download(self, url: str, target: Path, *, sha256: str | None = None) -> int:
+        """Save an output to ``target``; checks its sha256 when given. Returns its size."""
+        digest = hashlib.sha256()
+        size = 0
+        partial = target.with_name(target.name + ".part")
+        try:
+            async with self.session.get(self.base_url + url) as resp:
+                await _raise_for(resp)
+                with partial.open("wb") as handle:
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        await asyncio.to_thread(handle.write, chunk)
+        except aiohttp.ClientError as exc:
+            partial.unlink(missing_ok=True)
+            raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if sha256 and digest.hexdigest() != sha256:
+            partial.unlink(missing_ok=True)
+            raise ApiError("checksum_mismatch", f"{url}: sha256 differs from the job's record")
+        partial.replace(target)
+        return size

@@ -1,0 +1,68 @@
+"""The client's subcommands: ``imgpipe submit`` and ``imgpipe jobs``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _url(args: argparse.Namespace) -> str:
+    return str(args.url or os.environ.get("IMGPIPE_URL") or DEFAULT_URL)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from imgpipe.client.submit import submit
+
+    console = Console(stderr=False)
+    return asyncio.run(submit(
+        args.paths, url=_url(args), pipeline=args.preset or args.pipeline, wait=args.wait,
+        out=args.out, timeout=args.timeout, parallel=args.parallel, console=console,
+    ))
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from imgpipe.client.show import show_jobs
+
+    return asyncio.run(show_jobs(args.job_ids, url=_url(args), as_json=args.json,
+                                 console=Console()))
+
+
+def add_client_commands(sub: Any) -> None:
+    """Register ``submit`` and ``jobs`` on the ``imgpipe`` command's subparsers."""
+    url_help = f"the upload service (env IMGPIPE_URL, default {DEFAULT_URL})"
+    submit = sub.add_parser(
+        "submit", help="Upload images to imgpipe, optionally wait and download the outputs.",
+        description="Upload images (directories recursively) with a progress bar per file; "
+                    "with --wait or --out, wait for the jobs and print what they made. "
+                    "Exit status 1 if any file was refused or its job failed.",
+    )
+    submit.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files or directories")
+    choice = submit.add_mutually_exclusive_group()
+    choice.add_argument("--preset", metavar="NAME", help="a named pipeline, e.g. thumbnail")
+    choice.add_argument("--pipeline", metavar="TEXT",
+                        help="a pipeline, e.g. 'resize:w=800/format:webp'")
+    submit.add_argument("--wait", action="store_true", help="wait until every job is finished")
+    submit.add_argument("--out", type=Path, metavar="DIR",
+                        help="download the outputs into DIR (implies --wait)")
+    submit.add_argument("--url", help=url_help)
+    submit.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="how long --wait waits (default 600)")
+    submit.add_argument("--parallel", type=int, default=4, choices=range(1, 33), metavar="N",
+                        help="uploads at once (default 4)")
+    submit.set_defaults(func=_submit)
+
+    jobs = sub.add_parser("jobs", help="Print jobs' status and outputs.",
+                          description="Print each job's status, input and outputs. "
+                                      "Exit status 1 if a job is unknown or failed.")
+    jobs.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    jobs.add_argument("--url", help=url_help)
+    jobs.add_argument("--json", action="store_true", help="print the job's JSON as the API gives it")
+    jobs.set_defaults(func=_jobs)
