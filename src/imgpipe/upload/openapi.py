@@ -35,6 +35,9 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "output_not_found": (404, "The job has no output with that index (yet)."),
     "output_missing": (410, "The output's record exists but its bytes are no longer stored."),
     "input_not_found": (404, "The job's uploaded image is not (or no longer) stored."),
+    "invalid_input": (400, "The request is malformed."),
+    "object_not_found": (404, "An object the request needs is not stored."),
+    "request_entity_too_large": (413, "A JSON body is larger than 1 MiB."),
     "not_found": (404, "No such route."),
     "method_not_allowed": (405, "The route exists but not with this method."),
     "storage_unavailable": (503, "S3 is unreachable; retry later."),
@@ -171,7 +174,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Check a pipeline given as JSON", {
                     "200": _json(_ref("Validation"), "The pipeline is valid."),
-                    **_errors("invalid_json", "missing_pipeline", "invalid_pipeline",
+                    **_errors("invalid_json", "request_entity_too_large", "missing_pipeline", "invalid_pipeline",
                               "unknown_preset"),
                 }, tag="pipelines",
                 body={"required": True, "content": {"application/json": {"schema": {

@@ -1,0 +1,183 @@
+"""The page at / in real headless Chromium (Debian's package), against the four real services.
+
+Screenshots go to test-artifacts/web/ (git-ignored). Without /usr/bin/chromium (scripts/test
+installs it with apt-get when it can) these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.images import image_bytes
+from tests.system import System
+
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+from playwright.sync_api import Page, expect  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="Debian's chromium is not installed (scripts/install-browser installs it as root)",
+    ),
+    # pytest-playwright's base_url fixture meets a pytest 9 deprecation; nothing else is ignored
+    pytest.mark.filterwarnings(
+        "ignore:Session-scoped fixtures defined as instance methods:pytest.PytestRemovedIn10Warning"
+    ),
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
+DONE_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"],
+    }
+
+
+@pytest.fixture(scope="module")
+def imgpipe_url(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The four services, shared by this module's tests; yields the upload service's URL."""
+    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server,
+                    tmp_path_factory.mktemp("web"))
+    try:
+        with ThreadPoolExecutor(1) as thread:  # Playwright's sync API runs a loop in this one
+            thread.submit(lambda: asyncio.run(system.start_all())).result()
+        yield system.upload_url
+    finally:
+        system.stop_all()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[str, Path]:
+    files = {"photo.jpg": image_bytes(900, 600, ".jpg"), "logo.png": image_bytes(320, 320, ".png"),
+             "notes.txt": b"these are notes, not an image"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in files}
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url + "/")
+    expect(page.locator("#preset option[value=thumbnail]")).to_have_count(1)
+    expect(page.locator("#pipeline-status")).to_contain_text("resize:w=256,h=256/format:jpeg")
+
+
+def test_upload_reaches_done_with_previews_and_provenance(
+    page: Page, imgpipe_url: str, images: dict[str, Path]
+) -> None:
+    open_page(page, imgpipe_url)
+    page.fill("#pipeline", "resize:w=300/format:png")
+    expect(page.locator("#pipeline-status")).to_have_text("✓ resize:w=300/format:png")
+    page.set_input_files("#files", [images["photo.jpg"], images["logo.png"]])
+    jobs = page.locator("#jobs > li.job")
+    expect(jobs).to_have_count(2)
+    for job in (jobs.nth(0), jobs.nth(1)):
+        expect(job).to_have_attribute("data-status", re.compile("queued|processing|done"))
+        expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+
+    photo = page.locator("li.job", has_text="photo.jpg")
+    output = photo.locator("figure.output img")
+    expect(output).to_be_visible()
+    assert output.evaluate("img => img.complete && img.naturalWidth") == 300
+    expect(photo.locator("figure.output figcaption")).to_contain_text("PNG · 300×200")
+    expect(photo.locator("figure.input figcaption")).to_contain_text("JPEG · 900×600")
+    assert photo.locator("figure.input img").evaluate("img => img.naturalWidth") == 900
+    download = photo.locator("a.download")
+    expect(download).to_have_attribute("href", re.compile(r"^/jobs/[0-9a-f]{32}/outputs/0$"))
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename.endswith(".png")
+    assert Path(info.value.path()).read_bytes().startswith(b"\x89PNG")
+    shot(page, "done")
+
+    photo.locator("details.provenance summary").click()
+    body = photo.locator(".prov-body")
+    expect(body.locator("a.prov-json")).to_have_attribute(
+        "href", re.compile(r"^/jobs/[0-9a-f]{32}/provenance$"))
+    expect(body).to_contain_text("resize:w=300/format:png")
+    expect(body.locator(".prov-activity").first).to_be_visible()
+    shot(page, "provenance")
+
+    page.reload()  # the list survives a reload
+    expect(page.locator("#jobs > li.job[data-status=done]")).to_have_count(2, timeout=DONE_TIMEOUT_MS)
+
+
+def test_pipeline_is_validated_as_you_type(page: Page, imgpipe_url: str) -> None:
+    open_page(page, imgpipe_url)
+    field = page.locator("#pipeline")
+    status = page.locator("#pipeline-status")
+    field.fill("resize:w=abc")
+    expect(status).to_contain_text("✗")
+    expect(status).to_contain_text("resize")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    shot(page, "pipeline-error")
+    field.fill("  resize:w=120/format:webp ")
+    expect(status).to_have_text("✓ resize:w=120/format:webp")
+    expect(field).to_have_attribute("aria-invalid", "false")
+    field.fill("")
+    page.select_option("#preset", "dither")
+    expect(status).to_contain_text("dither")
+
+
+def test_refusals_are_shown_with_their_reason(
+    page: Page, imgpipe_url: str, images: dict[str, Path]
+) -> None:
+    open_page(page, imgpipe_url)
+    page.set_input_files("#files", images["notes.txt"])
+    job = page.locator("li.job", has_text="notes.txt")
+    expect(job).to_have_attribute("data-status", "failed")
+    expect(job.locator(".job-detail")).to_contain_text("unsupported_format")
+
+    page.fill("#pipeline", "frobnicate")
+    page.set_input_files("#files", images["logo.png"])
+    expect(page.locator("#pipeline-status")).to_contain_text("Fix the pipeline")
+    expect(page.locator("li.job", has_text="logo.png")).to_have_count(0)
+    expect(page.locator("#pipeline")).to_be_focused()
+    shot(page, "refused")
+
+
+def test_keyboard_reaches_every_control(page: Page, imgpipe_url: str) -> None:
+    open_page(page, imgpipe_url)
+    reached = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    assert {"preset", "pipeline", "files", "clear-jobs"} <= set(reached), reached
+    for control in ("preset", "pipeline", "files"):
+        label = page.locator(f"label[for={control}]")
+        expect(label).to_have_count(1)
+
+
+def test_phone_width(page: Page, imgpipe_url: str, images: dict[str, Path]) -> None:
+    page.set_viewport_size({"width": 360, "height": 740})
+    open_page(page, imgpipe_url)
+    page.fill("#pipeline", "resize:w=200/format:webp")
+    expect(page.locator("#pipeline-status")).to_contain_text("✓")
+    page.set_input_files("#files", images["photo.jpg"])
+    job = page.locator("li.job", has_text="photo.jpg").first
+    expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+    expect(job.locator("figure.output img")).to_be_visible()
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at phone width"
+    shot(page, "phone")
