@@ -1,0 +1,127 @@
+"""`imgpipe submit` and `imgpipe jobs`, run as commands against the four real services."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pyvips
+
+from imgpipe.client.submit import UsageError, collect_files
+from tests.images import image_bytes
+from tests.system import System
+
+IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
+JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+@pytest.fixture(scope="module")
+def imgpipe_url(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The four services, shared by this module's tests."""
+    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server,
+                    tmp_path_factory.mktemp("client"))
+    try:
+        asyncio.run(system.start_all())
+        yield system.upload_url
+    finally:
+        system.stop_all()
+
+
+def imgpipe(*args: str | Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--url", url] if url else []
+    env = {k: v for k, v in os.environ.items() if k != "IMGPIPE_URL"} | {"COLUMNS": "400"}
+    return subprocess.run([*IMGPIPE, *map(str, args), *extra], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+@pytest.fixture
+def album(tmp_path: Path) -> Path:
+    """A directory of images, one nested, plus files submit must leave alone."""
+    root = tmp_path / "album"
+    (root / "nested").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    (root / "wide.jpg").write_bytes(image_bytes(800, 400, ".jpg"))
+    (root / "nested" / "square.png").write_bytes(image_bytes(300, 300, ".png"))
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden" / "skip.png").write_bytes(image_bytes(10, 10, ".png"))
+    return root
+
+
+def test_collect_files_walks_directories(album: Path, tmp_path: Path) -> None:
+    found = collect_files([album, album / "wide.jpg"])
+    assert [p.relative_to(album).as_posix() for p in found] == ["nested/square.png", "wide.jpg"]
+    with pytest.raises(UsageError, match="no such file"):
+        collect_files([tmp_path / "missing.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        collect_files([tmp_path / "empty"])
+
+
+def test_submit_waits_and_downloads_outputs(imgpipe_url: str, album: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = imgpipe("submit", album, "--pipeline", "resize:w=200/format:png", "--out", out,
+                     url=imgpipe_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pipeline: resize:w=200/format:png" in result.stdout
+    assert result.stdout.count("done") >= 2
+    saved = {p.name: p for p in out.iterdir()}
+    assert set(saved) == {"wide.png", "square.png"}
+    wide = pyvips.Image.new_from_file(str(saved["wide.png"]))
+    assert (wide.width, wide.height) == (200, 100)
+
+    job_id = JOB_ID.findall(result.stdout)[0]
+    shown = imgpipe("jobs", job_id, url=imgpipe_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "done" in shown.stdout and "resize:w=200/format:png" in shown.stdout
+    assert f"/jobs/{job_id}/outputs/0" in shown.stdout
+    as_json = imgpipe("jobs", job_id, "--json", url=imgpipe_url)
+    assert '"status": "done"' in as_json.stdout
+    digest = hashlib.sha256(saved["wide.png"].read_bytes()).hexdigest()
+    assert digest in as_json.stdout or digest in imgpipe("jobs", JOB_ID.findall(result.stdout)[1],
+                                                         "--json", url=imgpipe_url).stdout
+
+
+def test_submit_without_wait_prints_queued_jobs(imgpipe_url: str, album: Path) -> None:
+    result = imgpipe("submit", album / "wide.jpg", "--preset", "thumbnail", url=imgpipe_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resize:w=256,h=256/format:jpeg" in result.stdout
+    assert len(set(JOB_ID.findall(result.stdout))) == 1
+    assert re.search(r"queued|processing|done", result.stdout)
+
+
+def test_submit_reports_refused_files_and_fails(imgpipe_url: str, album: Path) -> None:
+    result = imgpipe("submit", album / "wide.jpg", album / "notes.txt", "--wait", url=imgpipe_url)
+    assert result.returncode == 1
+    assert "unsupported_format" in result.stdout
+    assert "notes.txt" in result.stdout and "refused" in result.stdout
+    assert re.search(r"wide\.jpg.*done", result.stdout)
+
+
+def test_submit_refuses_a_bad_pipeline_before_uploading(imgpipe_url: str, album: Path) -> None:
+    result = imgpipe("submit", album, "--pipeline", "resize:w=abc", url=imgpipe_url)
+    assert result.returncode == 2
+    assert "invalid_pipeline" in result.stdout and "resize" in result.stdout
+    assert not JOB_ID.search(result.stdout)
+
+
+def test_jobs_unknown_and_usage_errors(imgpipe_url: str, tmp_path: Path) -> None:
+    unknown = imgpipe("jobs", "0" * 32, url=imgpipe_url)
+    assert unknown.returncode == 1 and "job_not_found" in unknown.stdout
+    missing = imgpipe("submit", tmp_path / "nothing-here.jpg", url=imgpipe_url)
+    assert missing.returncode == 2 and "no such file" in missing.stdout
+    both = imgpipe("submit", tmp_path, "--preset", "a", "--pipeline", "b")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    (tmp_path / "one.png").write_bytes(image_bytes(20, 20, ".png"))
+    down = imgpipe("submit", tmp_path / "one.png", "--url", "http://127.0.0.1:9")
+    assert down.returncode == 1 and "unreachable" in down.stdout
