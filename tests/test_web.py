@@ -116,7 +116,11 @@ def test_upload_reaches_done_with_previews_and_provenance(
     expect(body.locator("a.prov-json")).to_have_attribute(
         "href", re.compile(r"^/jobs/[0-9a-f]{32}/provenance$"))
     expect(body).to_contain_text("resize:w=300/format:png")
-    expect(body.locator(".prov-activity").first).to_be_visible()
+    activities = body.locator(".prov-activity")
+    expect(activities.first).to_contain_text("upload of photo.jpg")
+    expect(activities.nth(1)).to_contain_text("Used: JPEG 900×600")
+    expect(activities.nth(1)).to_contain_text("Made: PNG 300×200")
+    expect(activities.nth(1)).to_contain_text("libvips")
     shot(page, "provenance")
 
     page.reload()  # the list survives a reload

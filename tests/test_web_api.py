@@ -156,7 +156,8 @@ def _app_routes() -> set[tuple[str, str]]:
 def _raised_reasons() -> set[str]:
     """Every reason the upload service and the core pieces it uses can refuse with."""
     files = [*SRC.joinpath("upload").glob("*.py"), *SRC.joinpath("core", "pipeline").glob("*.py")]
-    files += [SRC / "core" / name for name in ("messaging.py", "storage.py", "provstore.py", "http.py")]
+    files += [SRC / "core" / name for name in ("messaging.py", "storage.py", "provstore.py", "http.py",
+                                               "lineage.py", "verify.py", "imageproc_client.py")]
     pattern = re.compile(r'reason\s*=\s*"([a-z_]+)"|error_response\(\s*\d+,\s*"([a-z_]+)"')
     found: set[str] = set()
     for path in files:

@@ -38,6 +38,11 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "invalid_input": (400, "The request is malformed."),
     "object_not_found": (404, "An object the request needs is not stored."),
     "request_entity_too_large": (413, "A JSON body is larger than 1 MiB."),
+    "provenance_pending": (404, "The job is queued: its provenance is not recorded yet (retry shortly)."),
+    "invalid_format": (400, "?format= names no known serialisation (json, provn, jsonld)."),
+    "invalid_sha256": (400, "The sha256 in the path is not 64 hexadecimal digits."),
+    "content_not_found": (404, "No provenance record mentions this sha256."),
+    "imageproc_unavailable": (503, "Verification could not reach imageproc; retry later."),
     "not_found": (404, "No such route."),
     "method_not_allowed": (405, "The route exists but not with this method."),
     "storage_unavailable": (503, "S3 is unreachable; retry later."),
@@ -90,6 +95,8 @@ PIPELINE_QUERY = _param(
     "pipeline", "query", {"type": "string"},
     "A preset name (thumbnail) or pipeline text (resize:w=256/format:webp) or JSON steps.",
 )
+FORMAT_QUERY = _param("format", "query", {"enum": ["json", "provn", "jsonld"]},
+                      "PROV-JSON (json), PROV-N (provn) or PROV-JSON-LD (jsonld).")
 UNAVAILABLE = ("storage_unavailable", "provenance_unavailable", "backend_unavailable")
 
 
@@ -150,13 +157,36 @@ def _paths() -> dict[str, dict[str, Any]]:
         )},
         "/jobs/{job_id}/provenance": {"get": _op(
             "The job's provenance record (W3C PROV)", {
-                "200": {"description": "PROV-JSON (application/json), or PROV-N text with "
-                                       "?format=provn.",
-                        "content": {"application/json": {}, "text/provenance-notation": {}}},
-                **_errors("job_not_found", *UNAVAILABLE),
+                "200": {"description": "PROV-JSON with one bundle job:<job_id> holding every "
+                                       "stage; PROV-N or PROV-JSON-LD with ?format=.",
+                        "content": {"application/json": {}, "text/provenance-notation": {},
+                                    "application/ld+json": {}}},
+                **_errors("invalid_format", "job_not_found", "provenance_pending", *UNAVAILABLE),
             },
-            params=[JOB_PARAM, _param("format", "query", {"enum": ["json", "provn"]},
-                                      "json (PROV-JSON, default) or provn (PROV-N).")],
+            params=[JOB_PARAM, FORMAT_QUERY],
+            description="Entities (images with sha256, size, format, dimensions, S3 location), "
+                        "activities (upload; each step with its canonical pipeline, start and "
+                        "end), agents (imgpipe, libvips and pyvips versions, instances).",
+            tag="provenance",
+        )},
+        "/jobs/{job_id}/verify": {"post": _op(
+            "Re-run the job's recorded steps and compare hashes", {
+                "200": _json(_ref("Verification"), "The verification report."),
+                **_errors("job_not_found", "provenance_pending", "imageproc_unavailable",
+                          *UNAVAILABLE),
+            },
+            params=[JOB_PARAM], tag="provenance",
+        )},
+        "/lineage/{sha256}": {"get": _op(
+            "What an image was derived from and what was derived from it", {
+                "200": {"description": "JSON summary (sha256, ancestors, descendants, entities, "
+                                       "steps, uploads, jobs, truncated, prov_url); with "
+                                       "?format= the same records as a PROV document.",
+                        "content": {"application/json": {}}},
+                **_errors("invalid_sha256", "invalid_format", "content_not_found", *UNAVAILABLE),
+            },
+            params=[_param("sha256", "path", {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                           "Content hash of an input or output image."), FORMAT_QUERY],
             tag="provenance",
         )},
         "/presets": {"get": _op(
@@ -283,6 +313,20 @@ def _schemas() -> dict[str, Any]:
             "format": {"type": "string", "description": "Output format."},
             "media_type": {"type": "string"},
             "preset": {**nullable_str, "description": "The preset name, when one was given."},
+        }},
+        "Verification": {"type": "object", "properties": {
+            "job_id": JOB_ID,
+            "outcome": {"enum": ["verified", "input_changed", "output_changed", "output_differs",
+                                 "record_incomplete"],
+                        "description": "The job's outcome: the most severe of its steps'."},
+            "verified": {"type": "boolean"},
+            "checked_at": {"type": "string", "format": "date-time"},
+            "steps": {"type": "array", "items": {"type": "object", "properties": {
+                "stage": {"type": "string"}, "pipeline": {"type": "string"},
+                "outcome": {"type": "string"}, "message": {"type": "string"},
+                "input": {"type": "object"}, "output": {"type": "object"},
+                "libvips": {"type": "object", "description": "Recorded and current versions."},
+            }}},
         }},
         "Ready": {"type": "object", "properties": {
             "status": {"enum": ["ready", "not_ready"]},

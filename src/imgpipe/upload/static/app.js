@@ -212,7 +212,9 @@ function renderResults(job) {
 /* ---------------------------------------------------------------- provenance */
 
 const PROV_KINDS = ["entity", "activity", "agent", "used", "wasGeneratedBy", "wasAssociatedWith",
-  "wasDerivedFrom", "wasAttributedTo"];
+  "wasEndedBy"];
+const SHOWN_ATTRS = new Set(["filename", "pipeline", "operations", "attempt", "outcome", "reason",
+  "message"]);
 
 function flattenProv(doc) {
   const parts = [doc, ...Object.values(doc.bundle || {})];
@@ -227,53 +229,64 @@ function flattenProv(doc) {
 function provValue(v) {
   if (Array.isArray(v)) return v.map(provValue).join(", ");
   if (v && typeof v === "object") return "$" in v ? String(v.$) : JSON.stringify(v);
-  return String(v);
+  return v === undefined || v === null ? "" : String(v);
 }
 
-function provLabel(attrs, id) {
-  return attrs && attrs["prov:label"] ? provValue(attrs["prov:label"]) : id;
+/* An attribute by its local name, whatever the namespace prefix (imgpipe:size, ex:size). */
+function attr(attrs, name) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === name || k.endsWith(`:${name}`)) return provValue(v);
+  }
+  return "";
 }
 
-function related(rels, key, id, other) {
-  return Object.values(rels).filter((r) => r[key] === id).map((r) => r[other]);
+function describeEntity(attrs, id) {
+  const sha = attr(attrs, "sha256") || id.replace(/^.*:/, "");
+  const dims = attr(attrs, "width") && attr(attrs, "height")
+    ? ` ${attr(attrs, "width")}×${attr(attrs, "height")}` : "";
+  const size = attr(attrs, "size") ? `, ${fmtSize(Number(attr(attrs, "size")))}` : "";
+  const fmt = (attr(attrs, "format") || attr(attrs, "mediaType") || "image").toUpperCase();
+  return `${fmt}${dims}${size} (sha256 ${sha.slice(0, 12)}…)`;
 }
 
-function attrList(attrs, skip) {
-  const items = Object.entries(attrs || {}).filter(([k]) => !skip.has(k));
-  if (!items.length) return null;
-  return h("ul", {}, items.map(([k, v]) => h("li", {}, h("code", {}, k), " ", provValue(v))));
+function timeOf(attrs, key) {
+  const t = Date.parse(provValue(attrs[key] || ""));
+  return isNaN(t) ? Infinity : t;
 }
 
 function renderProv(doc) {
   const p = flattenProv(doc);
-  const skip = new Set(["prov:startTime", "prov:endTime", "prov:label", "prov:type"]);
-  const acts = Object.entries(p.activity).sort((a, b) =>
-    String(provValue(a[1]["prov:startTime"] || "")).localeCompare(provValue(b[1]["prov:startTime"] || "")));
-  const name = (kind, id) => provLabel(p[kind][id], id);
+  const rels = (kind, key, id) => Object.values(p[kind]).filter((r) => r[key] === id);
+  const isUpload = (a) => /upload/i.test(provValue(a["prov:type"] || ""));
+  const acts = Object.entries(p.activity).sort(([, a], [, b]) =>
+    (isUpload(b) - isUpload(a)) || (timeOf(a, "prov:startTime") - timeOf(b, "prov:startTime")));
   const items = acts.map(([id, attrs]) => {
-    const used = related(p.used, "prov:activity", id, "prov:entity").map((e) => name("entity", e));
-    const made = Object.values(p.wasGeneratedBy).filter((r) => r["prov:activity"] === id)
-      .map((r) => name("entity", r["prov:entity"]));
-    const agents = related(p.wasAssociatedWith, "prov:activity", id, "prov:agent").map((a) => {
-      const extra = Object.entries(p.agent[a] || {}).filter(([k]) => /version/i.test(k))
-        .map(([k, v]) => `${k.replace(/^.*:/, "")} ${provValue(v)}`);
-      return name("agent", a) + (extra.length ? ` (${extra.join(", ")})` : "");
+    const used = rels("used", "prov:activity", id).map((r) => describeEntity(p.entity[r["prov:entity"]], r["prov:entity"]));
+    const made = rels("wasGeneratedBy", "prov:activity", id)
+      .map((r) => describeEntity(p.entity[r["prov:entity"]], r["prov:entity"]));
+    const agents = rels("wasAssociatedWith", "prov:activity", id).map((r) => {
+      const a = p.agent[r["prov:agent"]] || {};
+      const label = a["prov:label"] ? provValue(a["prov:label"])
+        : attr(a, "address") ? `client ${attr(a, "address")}` : r["prov:agent"];
+      return label + (attr(r, "instance") ? ` on ${attr(r, "instance")}` : "");
     });
+    const ended = rels("wasEndedBy", "prov:activity", id).filter((r) => attr(r, "outcome") === "failed");
+    const details = Object.entries(attrs).filter(([k]) => SHOWN_ATTRS.has(k.replace(/^.*:/, "")));
+    const start = attrs["prov:startTime"] ? fmtTime(provValue(attrs["prov:startTime"])) : "";
+    const end = attrs["prov:endTime"] ? fmtTime(provValue(attrs["prov:endTime"])) : "";
     return h("li", { class: "prov-activity" },
-      h("strong", {}, provLabel(attrs, id)),
-      h("div", {}, `${fmtTime(provValue(attrs["prov:startTime"] || ""))} → `
-        + fmtTime(provValue(attrs["prov:endTime"] || ""))),
-      used.length ? h("div", {}, "Used: ", used.join(", ")) : null,
-      made.length ? h("div", {}, "Made: ", made.join(", ")) : null,
+      h("strong", {}, attrs["prov:label"] ? provValue(attrs["prov:label"]) : id),
+      start || end ? h("div", {}, "When: ", start === end ? start : `${start} → ${end}`) : null,
+      used.length ? h("div", {}, "Used: ", used.join("; ")) : null,
+      made.length ? h("div", {}, "Made: ", made.join("; ")) : null,
       agents.length ? h("div", {}, "Software: ", agents.join("; ")) : null,
-      attrList(attrs, skip));
+      ended.map((r) => h("div", { class: "prov-failed" },
+        `Failed: ${attr(r, "reason")} ${attr(r, "message")}`.trim())),
+      details.length ? h("ul", {}, details.map(([k, v]) =>
+        h("li", {}, h("code", {}, k.replace(/^.*:/, "")), " ", provValue(v)))) : null);
   });
-  const agents = Object.entries(p.agent).map(([id, attrs]) =>
-    h("li", {}, h("strong", {}, provLabel(attrs, id)), attrList(attrs, skip)));
-  return [
-    h("h4", {}, "What was done"), items.length ? h("ol", {}, items) : h("p", {}, "No activity recorded yet."),
-    agents.length ? [h("h4", {}, "Software"), h("ul", {}, agents)] : null,
-  ];
+  return [h("h4", {}, "What was done, with which software, when"),
+    items.length ? h("ol", {}, items) : h("p", {}, "No activity recorded yet.")];
 }
 
 function renderJobSummary(view) {
