@@ -21,7 +21,7 @@ from tests.images import image_bytes
 from tests.system import System
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -29,23 +29,37 @@ pytestmark = [
         not Path(CHROMIUM).exists(),
         reason="Debian's chromium is not installed (scripts/install-browser installs it as root)",
     ),
-    # pytest-playwright's base_url fixture meets a pytest 9 deprecation; nothing else is ignored
-    pytest.mark.filterwarnings(
-        "ignore:Session-scoped fixtures defined as instance methods:pytest.PytestRemovedIn10Warning"
-    ),
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
 DONE_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"],
-    }
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for this module only.
+
+    Playwright's sync API keeps an event loop running while it is open; closing it with the
+    module leaves the asyncio tests that follow a thread without a running loop.
+    """
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
