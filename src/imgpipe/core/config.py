@@ -61,7 +61,9 @@ class AmqpSettings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_scheme(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("amqp", "amqps", "file"):
+        if not value:
+            return None  # `AMQP_URL=` (empty, as .env.example has it) means unset
+        if urlsplit(value).scheme not in ("amqp", "amqps", "file"):
             raise ValueError("expected an amqp:// or amqps:// URL, or file:///dir (embedded)")
         return value
 
