@@ -257,3 +257,20 @@ async def _check_flow(settings: dict[str, str], upload_port: int, s3_server: Any
                 break
             await asyncio.sleep(0.25)
         assert {"job.received", "step.completed"} <= kinds, kinds
+
+
+@pytest.mark.parametrize("settings_class", [
+    "UploadSettings", "RunnerSettings", "ImageprocSettings", "ProvenanceSettings",
+])
+def test_env_example_loads_into_every_service(
+    monkeypatch: pytest.MonkeyPatch, settings_class: str
+) -> None:
+    from imgpipe.core import config
+
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+            name, value = line.split("=", 1)
+            monkeypatch.setenv(name, value)
+    settings = config.load(getattr(config, settings_class))
+    if isinstance(settings, config.AmqpSettings):
+        assert settings.broker_url() == "amqp://imgpipe:imgpipe-secret@rabbitmq:5672/%2F"
