@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,15 +207,25 @@ async def test_upload_flows_through_the_containers(
     base = ["-f", "compose.yaml", "-f", "compose.test.yaml", "--env-file", str(env_file),
             "-p", project]
     env = _clean_env(**docker_engine)
+    started = time.monotonic()
     up = compose(*base, "up", "-d", "--no-build", "--wait", "--wait-timeout", "120", *SERVICES,
                  env=env, timeout=200)
+    _timing("compose up --wait (four services healthy)", started)
     try:
         assert up.returncode == 0, f"compose up failed:\n{up.stderr}\n{_logs(base, env)}"
+        started = time.monotonic()
         await _check_flow(settings, upload_port, s3_server, couchdb_server, base, env)
+        _timing("upload → output in S3 → provenance in CouchDB", started)
     finally:
+        started = time.monotonic()
         down = compose(*base, "down", "--volumes", "--remove-orphans", "--timeout", "10",
                        env=env, timeout=120)
+        _timing("compose down", started)
         assert down.returncode == 0, down.stderr
+
+
+def _timing(step: str, started: float) -> None:
+    sys.stderr.write(f"[test_containers] {step}: {time.monotonic() - started:.1f} s\n")
 
 
 def _logs(base: list[str], env: dict[str, str]) -> str:
