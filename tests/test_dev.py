@@ -136,6 +136,24 @@ async def test_provenance_queries_answer_the_same(shared_system: DevProcess) -> 
         await provenance.close()
 
 
+async def test_prov_record_lineage_and_verify(shared_system: DevProcess) -> None:
+    url = shared_system.upload_url
+    [job] = await _upload(url, 1)
+    [view] = await _all_done(url, [job])
+    source, made = view["input"]["sha256"], view["outputs"][0]["sha256"]
+    status, prov = await get_json(f"{url}/jobs/{job}/provenance")
+    assert status == 200 and f"job:{job}" in str(prov.get("bundle"))
+    status, found = await get_json(f"{url}/lineage/{made}")
+    assert status == 200
+    assert found["ancestors"] == [source] and found["jobs"] == [job]
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{url}/jobs/{job}/verify"
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        report = await resp.json()
+    assert report["verified"] is True and report["outcome"] == "verified", report
+
+
 async def test_jobs_accepted_before_a_restart_are_processed_after_it(
     dev: DevProcess, backend_env: dict[str, str]
 ) -> None:

@@ -386,7 +386,9 @@ class EmbeddedBroker:
         self._consumers: list[_EmbeddedConsumer] = []
 
     async def connect(self) -> None:
-        self._core = await open_core(self.directory)
+        """Open the broker directory (shared with this process's other handles); idempotent."""
+        if self._core is None:
+            self._core = await open_core(self.directory)
 
     def _open_core(self) -> BrokerCore:
         if self._core is None:
