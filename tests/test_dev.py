@@ -78,10 +78,11 @@ def shared_system(
         process.stop()
 
 
-async def _upload(url: str, count: int, pipeline: str = "resize:w=64/format:png") -> list[str]:
+async def _upload(url: str, count: int, pipeline: str = "resize:w=64/format:png",
+                  width: int = 120) -> list[str]:
     form = aiohttp.FormData()
     for n in range(count):
-        form.add_field("file", image_bytes(120 + n, 90, ".png"), filename=f"img{n}.png")
+        form.add_field("file", image_bytes(width + n, 90, ".png"), filename=f"img{n}.png")
     async with aiohttp.ClientSession() as session, session.post(
         f"{url}/upload", data=form, params={"pipeline": pipeline}
     ) as resp:
@@ -138,7 +139,7 @@ async def test_provenance_queries_answer_the_same(shared_system: DevProcess) -> 
 
 async def test_prov_record_lineage_and_verify(shared_system: DevProcess) -> None:
     url = shared_system.upload_url
-    [job] = await _upload(url, 1)
+    [job] = await _upload(url, 1, width=171)  # content no other test uploads
     [view] = await _all_done(url, [job])
     source, made = view["input"]["sha256"], view["outputs"][0]["sha256"]
     status, prov = await get_json(f"{url}/jobs/{job}/provenance")
