@@ -121,3 +121,13 @@ async def test_catalogue_presets_and_ops_routes(client: TestClient) -> None:
     metrics = await (await client.get("/metrics")).text()
     assert "imgpipe_imageproc_requests_total" in metrics
     assert "imgpipe_imageproc_processing_seconds" in metrics
+
+
+async def test_service_output_equals_in_process_output(client: TestClient) -> None:
+    from imgpipe.core.pipeline import parse_pipeline
+    from imgpipe.imageproc.engine import process
+
+    data = image_bytes(300, 200)
+    for spec in ("dither", "dither:6,mono=false/format:png", "thumbnail"):
+        resp = await client.post("/process", params={"pipeline": spec}, data=data)
+        assert await resp.read() == process(data, parse_pipeline(spec)).data, spec

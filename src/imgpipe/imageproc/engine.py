@@ -15,6 +15,7 @@ from imgpipe.core.pipeline import geometry as g
 from imgpipe.core.pipeline import tone as t
 from imgpipe.core.pipeline.overlay import Watermark
 from imgpipe.imageproc import geometry, tone
+from imgpipe.imageproc.diffusion import Offload, run_here
 from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
 from imgpipe.imageproc.errors import CorruptImage, ProcessingTimeout
@@ -41,7 +42,7 @@ APPLY: dict[type[Operation], Apply] = {
     t.Pixelate: tone.pixelate,
     t.Flatten: tone.flatten,
 }
-"""The function that performs each operation model (watermark takes overlays too)."""
+"""The function that performs each operation model (watermark and dither take more)."""
 
 
 def reads_randomly(op: Operation) -> bool:
@@ -142,12 +143,15 @@ def process(
     limits: Limits | None = None,
     overlays: Mapping[str, bytes] | None = None,
     deadline: float | None = None,
+    offload: Offload = run_here,
 ) -> Result:
     """Run ``pipeline`` over the image ``data`` and encode the result.
 
     Deterministic: the same bytes, pipeline and libvips version give the same
     output bytes. ``deadline`` (a :func:`time.monotonic` value) stops libvips
-    mid-computation. Raises the refusals of :mod:`imgpipe.imageproc.errors`.
+    mid-computation; ``offload`` runs the GIL-bound error diffusion of
+    ``dither`` (in another process, in the service). Raises the refusals of
+    :mod:`imgpipe.imageproc.errors`.
     """
     limits = limits or Limits()
     info = probe(data, limits)
@@ -159,6 +163,8 @@ def process(
             image = _guard(image, deadline, alive)
             if isinstance(op, Watermark):
                 image = watermark(image, op, overlays)
+            elif isinstance(op, t.Dither):
+                image = dither(image, op, offload)
             else:
                 image = APPLY[type(op)](image, op)
             check_output(image, limits)
