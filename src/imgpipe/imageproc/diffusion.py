@@ -1,8 +1,9 @@
 """Floyd-Steinberg error diffusion over raw 8-bit pixels, in Pillow's C code.
 
 Kept free of libvips so that it can run in a separate process: Pillow holds
-the GIL while it diffuses, which would stall the other worker threads and
-the event loop of the service.
+the GIL while it diffuses, stalling other threads meanwhile. Handing it to a
+process pool was tried and did not measurably help (see docs/benchmarks.md),
+so by default it runs in the calling thread.
 """
 
 from __future__ import annotations

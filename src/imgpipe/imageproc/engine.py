@@ -150,7 +150,7 @@ def process(
     Deterministic: the same bytes, pipeline and libvips version give the same
     output bytes. ``deadline`` (a :func:`time.monotonic` value) stops libvips
     mid-computation; ``offload`` runs the GIL-bound error diffusion of
-    ``dither`` (in another process, in the service). Raises the refusals of
+    ``dither`` (by default in the calling thread). Raises the refusals of
     :mod:`imgpipe.imageproc.errors`.
     """
     limits = limits or Limits()

@@ -5,23 +5,15 @@ up to ``queue`` more wait their turn; beyond that a request is refused at
 once with :class:`Overloaded` (HTTP 429). A request that exceeds its time
 limit answers :class:`ProcessingTimeout`; its thread keeps its slot until
 libvips returns, so a slow image can never overbook the pool.
-
-Error diffusion (``dither``) runs in Pillow, which holds the GIL; the pool
-hands it to as many helper processes as there are workers, started on first
-use, so that it stalls neither the other workers nor the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
 
 from imgpipe.core.pipeline import Pipeline
 from imgpipe.imageproc import metrics
@@ -49,9 +41,6 @@ class WorkerPool:
         self.admitted = 0
         self._slots = asyncio.Semaphore(workers)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imgpipe-vips")
-        self._helpers: ProcessPoolExecutor | None = None
-        self._helpers_lock = threading.Lock()
-        self._closed = False
 
     def check_capacity(self) -> None:
         """Raise :class:`Overloaded` when no request can be admitted now."""
@@ -69,9 +58,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         deadline = time.monotonic() + self.timeout
-        job = partial(
-            process, data, pipeline, self.limits, self.overlays, deadline, self.offload
-        )
+        job = partial(process, data, pipeline, self.limits, self.overlays, deadline)
         try:
             async with asyncio.timeout(self.timeout):
                 await self._slots.acquire()
@@ -95,30 +82,6 @@ class WorkerPool:
         if not future.cancelled():
             future.exception()  # retrieved here: a timed-out request no longer awaits it
 
-    def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in a helper process (called from a worker thread)."""
-        with self._helpers_lock:
-            if self._closed:
-                return fn(*args)
-            if self._helpers is None:
-                self._helpers = ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn")
-                )
-            helpers = self._helpers
-        try:
-            return helpers.submit(fn, *args).result()
-        except BrokenProcessPool:
-            with self._helpers_lock:
-                if self._helpers is helpers:
-                    self._helpers = None
-            helpers.shutdown(wait=False)
-            return fn(*args)
-
     def close(self) -> None:
-        """Stop the threads and helper processes once their work is done (idempotent)."""
+        """Stop the threads once their current work is done (idempotent)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._helpers_lock:
-            self._closed = True
-            helpers, self._helpers = self._helpers, None
-        if helpers is not None:
-            helpers.shutdown(wait=True, cancel_futures=True)
