@@ -42,7 +42,7 @@ def imgpipe(*args: str | Path, url: str | None = None) -> subprocess.CompletedPr
     extra = ["--url", url] if url else []
     env = {k: v for k, v in os.environ.items() if k != "IMGPIPE_URL"} | {"COLUMNS": "400"}
     return subprocess.run([*IMGPIPE, *map(str, args), *extra], capture_output=True, text=True,
-                          timeout=120, env=env)
+                          timeout=120, env=env, check=False)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import asyncio
 import re
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from tests.images import image_bytes
 from tests.system import System
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -80,7 +80,8 @@ def imgpipe_url(
 @pytest.fixture
 def images(tmp_path: Path) -> dict[str, Path]:
     files = {"photo.jpg": image_bytes(900, 600, ".jpg"), "logo.png": image_bytes(320, 320, ".png"),
-             "notes.txt": b"these are notes, not an image"}
+             "notes.txt": b"these are notes, not an image",
+             "broken.jpg": image_bytes(900, 600, ".jpg")[:700]}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     return {name: tmp_path / name for name in files}
@@ -166,6 +167,11 @@ def test_refusals_are_shown_with_their_reason(
     job = page.locator("li.job", has_text="notes.txt")
     expect(job).to_have_attribute("data-status", "failed")
     expect(job.locator(".job-detail")).to_contain_text("unsupported_format")
+
+    page.set_input_files("#files", images["broken.jpg"])  # accepted, then fails in processing
+    broken = page.locator("li.job", has_text="broken.jpg")
+    expect(broken).to_have_attribute("data-status", "failed", timeout=DONE_TIMEOUT_MS)
+    expect(broken.locator(".job-detail")).to_contain_text("corrupt_image")
 
     page.fill("#pipeline", "frobnicate")
     page.set_input_files("#files", images["logo.png"])

@@ -39,11 +39,10 @@ def upload(
 
 
 async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, url, **kwargs) as resp:
-            if resp.content_type == "application/json":
-                return resp.status, await resp.json(), resp.headers
-            return resp.status, await resp.read(), resp.headers
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json(), resp.headers
+        return resp.status, await resp.read(), resp.headers
 
 
 async def post_images(url: str, *images: tuple[str, bytes]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from typing import Any
 
@@ -15,6 +16,11 @@ th,td{text-align:left;vertical-align:top;border-bottom:1px solid #ddd;padding:.3
 .method{font-weight:700;color:#fff;background:#24527a;padding:0 .4em;border-radius:3px}
 a{color:#0b57a4}section.op{margin:1.5rem 0}
 """
+
+
+def _text(text: str) -> str:
+    """Plain text with `code spans`, as HTML."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -43,24 +49,24 @@ def _fields(schema: dict[str, Any]) -> str:
         nested = _fields(inner) if "properties" in inner else ""
         rows.append(
             f"<tr><td><code>{escape(name)}</code></td><td>{_type(prop)}</td>"
-            f"<td>{escape(prop.get('description', ''))}{nested}</td></tr>"
+            f"<td>{_text(prop.get('description', ''))}{nested}</td></tr>"
         )
     return "<table><tr><th>Field</th><th>Type</th><th>Meaning</th></tr>" + "".join(rows) + "</table>"
 
 
 def _operation(method: str, path: str, op: dict[str, Any]) -> str:
-    parts = [f'<section class="op" id="{escape(method + path)}"><h3><span class="method">'
-             f"{escape(method.upper())}</span> <code>{escape(path)}</code> — "
-             f"{escape(op['summary'])}</h3>"]
+    parts = [(f'<section class="op" id="{escape(method + path)}"><h3><span class="method">'
+              f"{escape(method.upper())}</span> <code>{escape(path)}</code> — "
+              f"{escape(op['summary'])}</h3>")]
     if op.get("description"):
-        parts.append(f"<p>{escape(op['description'])}</p>")
+        parts.append(f"<p>{_text(op['description'])}</p>")
     params = op.get("parameters") or []
     if params:
         parts.append("<table><tr><th>Parameter</th><th>In</th><th>Type</th><th>Meaning</th></tr>")
         for p in params:
             req = " (required)" if p.get("required") else ""
             parts.append(f"<tr><td><code>{escape(p['name'])}</code>{req}</td><td>{escape(p['in'])}"
-                         f"</td><td>{_type(p['schema'])}</td><td>{escape(p['description'])}</td></tr>")
+                         f"</td><td>{_type(p['schema'])}</td><td>{_text(p['description'])}</td></tr>")
         parts.append("</table>")
     for media, content in (op.get("requestBody") or {}).get("content", {}).items():
         parts.append(f"<p>Request body (<code>{escape(media)}</code>):</p>")
@@ -69,7 +75,12 @@ def _operation(method: str, path: str, op: dict[str, Any]) -> str:
     for status, resp in op["responses"].items():
         schemas = [c.get("schema") for c in resp.get("content", {}).values() if c.get("schema")]
         body = f" ({_type(schemas[0])})" if schemas else ""
-        parts.append(f"<tr><td>{escape(status)}</td><td>{escape(resp['description'])}{body}</td></tr>")
+        text = _text(resp["description"])
+        if resp.get("x-reasons"):
+            links = ", ".join(f'<a href="#reason-{escape(r)}"><code>{escape(r)}</code></a>'
+                              for r in resp["x-reasons"])
+            text = f"Refused; <code>reason</code> one of: {links}"
+        parts.append(f"<tr><td>{escape(status)}</td><td>{text}{body}</td></tr>")
     parts.append("</table></section>")
     return "".join(parts)
 
@@ -78,13 +89,13 @@ def render_api_page(doc: dict[str, Any]) -> str:
     """Every endpoint, field and error reason of ``doc`` as one HTML page."""
     info = doc["info"]
     out = [
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(info['title'])} API</title><style>{STYLE}</style></head><body>",
+        ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+         '<meta name="viewport" content="width=device-width,initial-scale=1">'
+         f"<title>{escape(info['title'])} API</title><style>{STYLE}</style></head><body>"),
         f"<h1>{escape(info['title'])} API <small>{escape(info['version'])}</small></h1>",
         f"<p>{escape(info['description'])}</p>",
-        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1). '
-        'Back to <a href="/">the upload page</a>.</p>',
+        ('<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1). '
+         'Back to <a href="/">the upload page</a>.</p>'),
         "<nav aria-label=\"Endpoints\"><ul>",
     ]
     ops = [(m, p, op) for p, methods in doc["paths"].items() for m, op in methods.items()]

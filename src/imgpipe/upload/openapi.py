@@ -67,7 +67,8 @@ def _errors(*reasons: str) -> dict[str, Any]:
     for reason in (*reasons, "internal_error"):
         by_status.setdefault(ERROR_REASONS[reason][0], []).append(reason)
     return {
-        str(status): _json(_ref("Error"), "Refused; reason one of: " + ", ".join(names))
+        str(status): {**_json(_ref("Error"), "Refused; reason one of: " + ", ".join(names)),
+                      "x-reasons": names}
         for status, names in sorted(by_status.items())
     }
 
