@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from imgpipe.core.config import CouchSettings, S3Settings
+from imgpipe.core.delivery import RetryPolicy
 from imgpipe.core.errors import PermanentError, TransientError
 from imgpipe.core.messaging import AmqpBroker, Delivery
 from imgpipe.core.provstore import CouchStore
@@ -91,14 +92,14 @@ async def test_publish_consume_and_outcomes(broker: AmqpBroker, unique_name: str
         seen.append(delivery.body)
         if delivery.body == b"bad":
             raise PermanentError("cannot ever work")
-        if delivery.body == b"flaky" and not delivery.redelivered:
+        if delivery.body == b"flaky" and delivery.attempt == 1:
             raise TransientError("try again")
         if len(seen) >= 4:
             done.set()
 
     for body in (b"ok", b"bad", b"flaky"):
         await broker.publish(unique_name, body, message_id=body.decode())
-    consumer = await broker.consume(queue, handler, prefetch=4)
+    consumer = await broker.consume(queue, handler, prefetch=4, retry=RetryPolicy((0.1,)))
     await asyncio.wait_for(done.wait(), 20)
     await consumer.stop(grace=5)
     assert sorted(seen) == [b"bad", b"flaky", b"flaky", b"ok"]

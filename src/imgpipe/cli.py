@@ -22,7 +22,7 @@ from imgpipe.core.config import (
     load,
 )
 from imgpipe.core.errors import ConfigError
-from imgpipe.core.logs import setup_logging
+from imgpipe.core.logs import register_secrets, secrets_of, setup_logging
 from imgpipe.provenance.commands import add_commands as add_provenance_commands
 
 Command = Callable[[argparse.Namespace], int]
@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {}
 
 
 def _run(service: str, settings: Any, main: Coroutine[Any, Any, None]) -> int:
+    register_secrets(secrets_of(settings))
     setup_logging(service, settings.log_level, settings.log_format)
     try:
         asyncio.run(main)
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from imgpipe.client.commands import add_client_commands
 
     add_client_commands(sub)
+    from imgpipe import dlq
+
+    dlq.add_parser(sub)
     for name, func in COMMANDS.items():
         sub.add_parser(name).set_defaults(func=func)
     return parser

@@ -1,4 +1,4 @@
-"""Opening the backends a service needs, from its settings.
+"""Making the backends a service needs, from its settings.
 
 Services call these functions and depend only on the protocols
 (:class:`~imgpipe.core.messaging.Broker`,
@@ -13,6 +13,10 @@ setting                   a server's URL: the real backend    ``file:///dir``: e
 ``S3_URL``                ``http(s)://`` S3                    ``dir/<bucket>/<key>``
 ``COUCHDB_URL``           ``http(s)://`` CouchDB               ``dir/<COUCHDB_DB>.sqlite3``
 ========================  ==================================  =========================
+
+``new_*`` make a backend without waiting for its server, so that a service
+can answer /readyz (not ready) while its backends are down; ``open_*`` also
+wait until the server answers.
 """
 
 from __future__ import annotations
@@ -22,19 +26,23 @@ from imgpipe.core.embedded import embedded_path, is_embedded
 from imgpipe.core.embedded.broker import EmbeddedBroker
 from imgpipe.core.embedded.objects import LocalStore
 from imgpipe.core.embedded.provstore import SqliteProvenanceStore
+from imgpipe.core.lifecycle import until_available
 from imgpipe.core.messaging import AmqpBroker, Broker
 from imgpipe.core.provstore import CouchStore, ProvenanceStore
 from imgpipe.core.storage import ObjectStore, S3Store
 
 
-async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:
+def new_broker(settings: AmqpSettings, *, name: str) -> Broker:
+    """A broker not connected yet: call ``connect()`` (e.g. through ``until_available``)."""
     if is_embedded(settings.amqp_url):
         assert settings.amqp_url is not None
-        embedded = EmbeddedBroker(embedded_path(settings.amqp_url))
-        await embedded.connect()
-        return embedded
-    broker = AmqpBroker(settings.broker_url(), name=name)
-    await broker.connect()
+        return EmbeddedBroker(embedded_path(settings.amqp_url))
+    return AmqpBroker(settings.broker_url(), name=name)
+
+
+async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:
+    broker = new_broker(settings, name=name)
+    await until_available("RabbitMQ", broker.connect)
     return broker
 
 
@@ -52,23 +60,44 @@ def provenance_store_for(settings: CouchSettings) -> SqliteProvenanceStore | Cou
     return CouchStore(settings)
 
 
-async def open_object_store(settings: S3Settings, *, buckets: tuple[str, ...] = ()) -> ObjectStore:
+async def new_object_store(settings: S3Settings) -> ObjectStore:
+    """An object store client; no request is made yet."""
     store = object_store_for(settings)
     await store.connect()
+    return store
+
+
+async def ensure_buckets(store: ObjectStore, settings: S3Settings, buckets: tuple[str, ...]) -> None:
+    """Create ``buckets`` when the settings allow; raises TransientError while S3 is down."""
     if settings.s3_create_buckets:
         for bucket in buckets:
             await store.ensure_bucket(bucket)
+
+
+async def open_object_store(settings: S3Settings, *, buckets: tuple[str, ...] = ()) -> ObjectStore:
+    store = await new_object_store(settings)
+    try:
+        await ensure_buckets(store, settings, buckets)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+async def new_provenance_store(settings: CouchSettings) -> ProvenanceStore:
+    """The provenance database; CouchDB's opens on first use (and again after an outage)."""
+    store = provenance_store_for(settings)
+    if isinstance(store, SqliteProvenanceStore):
+        await store.connect()
     return store
 
 
 async def open_provenance_store(settings: CouchSettings) -> ProvenanceStore:
     """Open the provenance database; when CouchDB is down, it opens on first use."""
-    store = provenance_store_for(settings)
-    if isinstance(store, SqliteProvenanceStore):
-        await store.connect()
-        return store
-    try:
-        await store.connect()
-    except Exception:  # noqa: BLE001 - readiness reports it; requests retry
-        await store.close()
+    store = await new_provenance_store(settings)
+    if isinstance(store, CouchStore):
+        try:
+            await store.connect()
+        except Exception:  # noqa: BLE001 - readiness reports it; requests retry
+            await store.close()
     return store

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imgpipe.core.delivery import RetryPolicy, parse_delays
 from imgpipe.core.errors import ConfigError
 
 _BASE_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
@@ -57,6 +58,19 @@ class AmqpSettings(BaseSettings):
     amqp_exchange_publish: str = Field(default="processed", min_length=1, max_length=200)
     amqp_exchange_prov: str = Field(default="provenance", min_length=1, max_length=200)
     amqp_prefetch: int = Field(default=4, ge=1, le=1000)
+    amqp_retry_delays: str = Field(
+        default="1,5,30,120",
+        description="Seconds before each retry of a failed message; their count bounds attempts.",
+    )
+
+    @field_validator("amqp_retry_delays")
+    @classmethod
+    def _check_retry_delays(cls, value: str) -> str:
+        parse_delays(value)
+        return value
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(parse_delays(self.amqp_retry_delays))
 
     @field_validator("amqp_url")
     @classmethod
@@ -142,6 +156,17 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     upload_max_files: int = Field(default=32, ge=1)
     upload_default_pipeline: str = "thumbnail"
+    upload_api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens; when set, the API needs one of them.",
+    )
+    upload_read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an upload may send nothing before it is refused."
+    )
+
+    def api_tokens(self) -> tuple[str, ...]:
+        raw = self.upload_api_tokens.get_secret_value() if self.upload_api_tokens else ""
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
 
 
 class ImageprocSettings(LogSettings):

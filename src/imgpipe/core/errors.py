@@ -62,7 +62,22 @@ class PermanentError(ImgpipeError):
 
 
 class TransientError(ImgpipeError):
-    """A backend is unreachable or overloaded; retry later."""
+    """Something failed that may work when tried again later."""
 
     reason = "backend_unavailable"
     status = 503
+    #: Seconds a client should wait before trying again (the ``Retry-After`` header).
+    retry_after: float | None = 5
+
+
+class Unavailable(TransientError):
+    """A backend cannot be reached at all (down, restarting, overloaded).
+
+    The work itself is fine: a consumer holds the message and tries again
+    when the backend is back, without spending one of its attempts.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        if retry_after is not None:
+            self.retry_after = retry_after

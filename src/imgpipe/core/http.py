@@ -10,30 +10,72 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
-from imgpipe.core.errors import ImgpipeError
+from imgpipe.core.errors import ImgpipeError, TransientError
+from imgpipe.core.logs import redact
 
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], Awaitable[None]]
+Refresh = Callable[[], Awaitable[None]]
 READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dict)
+METRICS_REFRESH: web.AppKey[list[Refresh]] = web.AppKey("metrics_refresh", list)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+
+REQUESTS = Counter("imgpipe_http_requests", "HTTP requests by route, method and status",
+                   ["route", "method", "status"])
+REQUEST_TIME = Histogram("imgpipe_http_request_seconds", "HTTP request duration by route",
+                         ["route"], buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
 def json_error(err: ImgpipeError, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(err.to_dict(), status=err.status, headers=headers)
+    body = err.to_dict()
+    body["error"]["message"] = redact(err.message)
+    extra = dict(headers or {})
+    if isinstance(err, TransientError) and err.retry_after is not None:
+        extra.setdefault("Retry-After", str(max(1, math.ceil(err.retry_after))))
+    return web.json_response(body, status=err.status, headers=extra or None)
 
 
 def error_response(
     status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    body = {"error": {"reason": reason, "message": message}}
+    body = {"error": {"reason": reason, "message": redact(message)}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count requests and their outcomes; time them (label: the route, not the path)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = _route(request)
+        REQUESTS.labels(route, request.method, str(status)).inc()
+        REQUEST_TIME.labels(route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -73,32 +115,51 @@ async def _readyz(request: web.Request) -> web.Response:
             results[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             ok = False
-            results[name] = f"unavailable: {type(exc).__name__}: {exc}"[:300]
+            results[name] = redact(f"unavailable: {type(exc).__name__}: {exc}")[:300]
 
-    await asyncio.gather(*(run(n, c) for n, c in checks.items()))
-    return web.json_response(
-        {"status": "ready" if ok else "not_ready", "checks": results}, status=200 if ok else 503
-    )
+    await asyncio.gather(*(run(n, c) for n, c in list(checks.items())))
+    status = "ready" if ok else "not_ready"
+    if request.app[STOPPING].is_set():
+        ok, status = False, "stopping"
+    return web.json_response({"status": status, "checks": results}, status=200 if ok else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    for refresh in request.app[METRICS_REFRESH]:
+        try:
+            await asyncio.wait_for(refresh(), timeout=2)
+        except Exception:
+            log.debug("metrics refresh failed", exc_info=True)
     resp = web.Response(body=generate_latest(REGISTRY))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
 
 
-def add_ops_routes(app: web.Application, checks: Mapping[str, ReadyCheck] | None = None) -> None:
-    """Add /healthz, /readyz and /metrics to ``app``."""
+def add_ops_routes(
+    app: web.Application,
+    checks: Mapping[str, ReadyCheck] | None = None,
+    refresh: Sequence[Refresh] | None = None,
+) -> None:
+    """Add /healthz, /readyz and /metrics to ``app``.
+
+    ``checks`` may be changed later through ``app[READY_CHECKS]`` (a service
+    adds its backends' checks once it has them); ``refresh`` callables update
+    gauges before each scrape; ``app[STOPPING]`` set makes /readyz answer 503.
+    """
     app[READY_CHECKS] = dict(checks or {})
+    app[METRICS_REFRESH] = list(refresh or [])
+    app[STOPPING] = asyncio.Event()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
 
 
-def ops_app(checks: Mapping[str, ReadyCheck]) -> web.Application:
+def ops_app(
+    checks: Mapping[str, ReadyCheck], refresh: Sequence[Refresh] | None = None
+) -> web.Application:
     """A small app with only the operational routes (for queue consumers)."""
-    app = web.Application(middlewares=[errors_middleware])
-    add_ops_routes(app, checks)
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware])
+    add_ops_routes(app, checks, refresh)
     return app
 
 

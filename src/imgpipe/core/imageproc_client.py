@@ -7,10 +7,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from imgpipe.core.errors import PermanentError, TransientError
+from imgpipe.core.errors import PermanentError, TransientError, Unavailable
 
 #: imageproc answers these for input that will never process; anything else is worth a retry.
 PERMANENT_STATUSES = {400, 413, 415, 422}
+#: imageproc is overloaded or not ready: wait for it without spending an attempt.
+UNAVAILABLE_STATUSES = {429, 503}
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,13 @@ class Processed:
     input_format: str | None
     input_width: int | None
     input_height: int | None
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _int(value: str | None) -> int | None:
@@ -81,8 +90,21 @@ class ImageprocClient:
                     pass
                 if resp.status in PERMANENT_STATUSES:
                     raise PermanentError(message, reason=reason)
+                if resp.status in UNAVAILABLE_STATUSES:
+                    raise Unavailable(message, reason=reason,
+                                      retry_after=_seconds(resp.headers.get("Retry-After")))
                 raise TransientError(message, reason=reason)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TransientError(
+                f"imageproc did not answer within {self._timeout.total:g}s",
+                reason="imageproc_timeout",
+            ) from exc
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            raise Unavailable(
+                f"imageproc at {self.base_url} is unreachable: {type(exc).__name__}",
+                reason="imageproc_unavailable",
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise TransientError(
                 f"imageproc at {self.base_url} is unavailable: {type(exc).__name__}",
                 reason="imageproc_unavailable",
@@ -93,9 +115,9 @@ class ImageprocClient:
         try:
             async with session.get(f"{self.base_url}/healthz") as resp:
                 if resp.status != 200:
-                    raise TransientError(f"imageproc health answered {resp.status}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientError(f"imageproc unreachable: {type(exc).__name__}") from exc
+                    raise Unavailable(f"imageproc health answered {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unavailable(f"imageproc unreachable: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

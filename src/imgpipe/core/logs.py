@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,41 @@ _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("imgpipe_jo
 _service: str = "imgpipe"
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+_secrets: set[str] = set()
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)([^/@\s:]*):([^/@\s]*)@", re.IGNORECASE)
+MASK = "***"
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Values (passwords, keys, tokens) that :func:`redact` removes from any text."""
+    _secrets.update(v for v in values if v and len(v) >= 4)
+
+
+def secrets_of(settings: object) -> list[str]:
+    """The secret values of a settings object (its ``SecretStr`` fields and token lists)."""
+    found: list[str] = []
+    for value in vars(settings).values():
+        get = getattr(value, "get_secret_value", None)
+        if get is not None:
+            secret = str(get())
+            found.append(secret)
+            found.extend(part.strip() for part in secret.split(",") if part.strip())
+    url = getattr(settings, "amqp_url", None)
+    if isinstance(url, str):
+        match = _URL_CREDENTIALS.search(url)
+        if match and match.group(3):
+            found.append(match.group(3))
+    return found
+
+
+def redact(text: str) -> str:
+    """``text`` without registered secrets and without passwords in URLs."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 @contextmanager
@@ -41,16 +77,16 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": _service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         job = getattr(record, "job_id", None) or _job_id.get()
         if job:
             line["job_id"] = job
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key not in line and not key.startswith("_"):
-                line[key] = value
+                line[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str)
 
 
@@ -61,7 +97,7 @@ class TextFormatter(logging.Formatter):
         text = f"{record.levelname[0]} {_service} {prefix}{record.getMessage()}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:

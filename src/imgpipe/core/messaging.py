@@ -1,21 +1,30 @@
 """Messaging over RabbitMQ (aio-pika): topology, confirmed publishing, consuming.
 
 Services depend on the :class:`Broker` protocol; :class:`AmqpBroker` is the
-RabbitMQ implementation. Delivery rules (DESIGN.md):
+RabbitMQ implementation. Delivery rules (DESIGN.md, "Delivery guarantees"):
 
-* exchanges and work queues are durable; messages are persistent;
-* publishing waits for the broker's confirm, and ``mandatory`` publishes
-  that no queue would receive raise instead of vanishing;
-* a handler's outcome is explicit: returning acks the message, a
-  :class:`~imgpipe.core.errors.PermanentError` rejects it (to the
-  dead-letter exchange), any other exception returns it for a retry.
+* exchanges and queues are durable; messages are persistent;
+* publishing waits for the broker's confirm; ``mandatory`` publishes that no
+  queue would receive raise instead of vanishing; a publish that is not
+  confirmed is tried again until a deadline, then reported, never assumed;
+* what happens to a message after its handler ran is decided by
+  :func:`imgpipe.core.delivery.decide`: ack, hold (backend unreachable),
+  retry through a delayed-retry queue, or dead-letter.
+
+Topology of a stage whose events arrive on exchange ``E`` (names from
+:func:`topology`): the work queue ``imgpipe.E`` bound to ``E`` with ``#``
+and dead-lettering to the fanout exchange ``imgpipe.E.dlx``, which feeds the
+dead-letter queue ``imgpipe.E.dlq``; one retry queue per back-off delay,
+``imgpipe.E.retry.<ms>ms``, whose messages expire after that delay back into
+the work queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,18 +33,60 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
+from prometheus_client import Counter, Gauge, Histogram
 
-from imgpipe.core.errors import PermanentError, TransientError
+from imgpipe.core.delivery import (
+    DEFAULT_DELAYS,
+    Action,
+    Decision,
+    RetryPolicy,
+    attempt_of,
+    dead_letter_headers,
+    decide,
+    retry_headers,
+)
+from imgpipe.core.errors import PermanentError, TransientError, Unavailable
+from imgpipe.core.logs import job_context
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 10.0
+PUBLISH_DEADLINE = 15.0
 RETRY_DELAY = 1.0
+
+MESSAGES = Counter("imgpipe_messages", "Messages handled, by queue and outcome",
+                   ["queue", "outcome"])
+HANDLING = Histogram("imgpipe_message_handling_seconds", "Time a handler took per delivery",
+                     ["queue"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+QUEUE_DEPTH = Gauge("imgpipe_queue_messages", "Messages waiting in a queue (refreshed on scrape)",
+                    ["queue"])
 
 
 def work_queue_name(exchange: str) -> str:
     """The durable queue that holds a stage's work, named after its exchange."""
     return f"imgpipe.{exchange}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The names of a work queue's companions."""
+
+    queue: str
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.queue}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+    def retry_queue(self, delay: float) -> str:
+        return f"{self.queue}.retry.{round(delay * 1000)}ms"
+
+
+def topology(queue: str) -> Topology:
+    return Topology(queue)
 
 
 @dataclass(frozen=True)
@@ -46,12 +97,29 @@ class Delivery:
     message_id: str | None
     redelivered: bool
     headers: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    max_attempts: int = len(DEFAULT_DELAYS) + 1
+
+    @property
+    def final(self) -> bool:
+        """Whether a failure now dead-letters the message instead of retrying it."""
+        return self.attempt >= self.max_attempts
 
 
-class Outcome(enum.Enum):
-    ACK = "ack"
-    RETRY = "retry"
-    REJECT = "reject"
+class Outcome:
+    """Kept for implementations that settle messages themselves; see :class:`Action`."""
+
+    ACK = Action.ACK
+    RETRY = Action.RETRY
+    REJECT = Action.DEAD_LETTER
+
+
+def outcome_of(exc: BaseException | None) -> Action:
+    if exc is None:
+        return Action.ACK
+    if isinstance(exc, PermanentError):
+        return Action.DEAD_LETTER
+    return Action.RETRY
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -65,9 +133,13 @@ class Consumer(Protocol):
 class Broker(Protocol):
     """What services need of a message broker."""
 
+    async def connect(self) -> None:
+        """Connect once; raise :class:`Unavailable` when the broker cannot be reached."""
+
     async def declare_exchange(self, exchange: str) -> None: ...
 
-    async def declare_work_queue(self, exchange: str, queue: str | None = None) -> str: ...
+    async def declare_work_queue(self, exchange: str, queue: str | None = None) -> str:
+        """Declare ``exchange``, its work queue and dead-letter queue; return the queue."""
 
     async def publish(
         self,
@@ -80,22 +152,16 @@ class Broker(Protocol):
         headers: Mapping[str, Any] | None = None,
     ) -> None: ...
 
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer: ...
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int, retry: RetryPolicy | None = None
+    ) -> Consumer: ...
 
     async def check(self) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def outcome_of(exc: BaseException | None) -> Outcome:
-    if exc is None:
-        return Outcome.ACK
-    if isinstance(exc, PermanentError):
-        return Outcome.REJECT
-    return Outcome.RETRY
-
-
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aio_pika.exceptions.AMQPError,
     aiormq.exceptions.AMQPError,
     ConnectionError,
@@ -105,63 +171,153 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _job_of(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    job = value.get("job_id") if isinstance(value, dict) else None
+    return job if isinstance(job, str) else None
+
+
+def _channel_open(message: aio_pika.abc.AbstractIncomingMessage) -> bool:
+    try:
+        return not message.channel.is_closed
+    except CONNECTION_ERRORS:
+        return False
+
+
 class _AmqpConsumer:
-    def __init__(self, queue: aio_pika.abc.AbstractQueue, handler: Handler) -> None:
+    def __init__(
+        self,
+        broker: AmqpBroker,
+        queue: aio_pika.abc.AbstractQueue,
+        handler: Handler,
+        policy: RetryPolicy,
+    ) -> None:
+        self._broker = broker
         self._queue = queue
+        self._names = topology(queue.name)
         self._handler = handler
+        self._policy = policy
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        if self._stopping:
-            await message.nack(requeue=True)
+        if self._stopping.is_set():
+            await self._settle(message.nack(requeue=True))
             return
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
         try:
-            await self._process(message)
+            with job_context(_job_of(message.body) or ""):
+                await self._process(message)
         finally:
             self._inflight.discard(task)
 
+    async def _settle(self, action: Awaitable[None]) -> bool:
+        """Ack/nack/reject; False when the channel is gone (the broker redelivers)."""
+        try:
+            await action
+            return True
+        except CONNECTION_ERRORS as exc:
+            log.warning("could not settle a message, the broker will deliver it again: %s",
+                        type(exc).__name__)
+            return False
+
     async def _process(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        queue = self._queue.name
+        headers = dict(message.headers or {})
         delivery = Delivery(
             body=message.body,
             message_id=message.message_id,
             redelivered=bool(message.redelivered),
-            headers=dict(message.headers or {}),
+            headers=headers,
+            attempt=attempt_of(headers),
+            max_attempts=self._policy.max_attempts,
         )
-        error: BaseException | None = None
-        try:
-            await self._handler(delivery)
-        except asyncio.CancelledError:
-            await message.nack(requeue=True)
-            raise
-        except Exception as exc:  # noqa: BLE001 - the outcome decides
-            error = exc
-        outcome = outcome_of(error)
-        if outcome is Outcome.ACK:
-            await message.ack()
-        elif outcome is Outcome.REJECT:
-            log.warning("message rejected: %s", error, extra={"message_id": message.message_id})
-            await message.reject(requeue=False)
+        holds = 0
+        while True:
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                await self._handler(delivery)
+            except asyncio.CancelledError:
+                await self._settle(message.nack(requeue=True))
+                MESSAGES.labels(queue, "returned").inc()
+                raise
+            except Exception as exc:  # noqa: BLE001 - the decision below handles it
+                error = exc
+            HANDLING.labels(queue).observe(time.perf_counter() - started)
+            decision = decide(error, delivery.attempt, self._policy, holds=holds)
+            if decision.action is not Action.HOLD:
+                break
+            MESSAGES.labels(queue, "held").inc()
+            log.warning("backend unavailable, holding the message for %.1fs: %s",
+                        decision.delay, decision.message,
+                        extra={"reason": decision.reason, "message_id": message.message_id})
+            if not _channel_open(message):
+                return
+            try:
+                await asyncio.wait_for(self._stopping.wait(), decision.delay)
+            except TimeoutError:
+                holds += 1
+                continue
+            await self._settle(message.nack(requeue=True))
+            MESSAGES.labels(queue, "returned").inc()
+            return
+        await self._apply(message, delivery, decision)
+
+    async def _apply(
+        self,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        delivery: Delivery,
+        decision: Decision,
+    ) -> None:
+        queue = self._queue.name
+        extra = {"message_id": message.message_id, "attempt": delivery.attempt,
+                 "reason": decision.reason}
+        if decision.action is Action.ACK:
+            if await self._settle(message.ack()):
+                MESSAGES.labels(queue, "acked").inc()
+            return
+        if decision.action is Action.RETRY:
+            target = self._names.retry_queue(decision.delay)
+            headers = retry_headers(delivery.headers, delivery.attempt + 1, decision)
+            outcome = "retried"
+            log.warning("attempt %d failed, retrying in %.1fs: %s", delivery.attempt,
+                        decision.delay, decision.message, extra=extra)
         else:
-            log.warning(
-                "message returned for retry: %s", error, extra={"message_id": message.message_id}
-            )
-            await asyncio.sleep(RETRY_DELAY)
-            await message.nack(requeue=True)
+            target = self._names.dead_letter_queue
+            headers = dead_letter_headers(delivery.headers, delivery.attempt, queue, decision)
+            outcome = "dead_lettered"
+            log.error("message dead-lettered to %s: %s", target, decision.message, extra=extra)
+        try:
+            await self._broker.send_to_queue(target, message, headers)
+        except TransientError as exc:
+            log.warning("could not move the message to %s (%s); returning it to %s",
+                        target, exc.message, queue, extra=extra)
+            if decision.action is Action.DEAD_LETTER:
+                await self._settle(message.reject(requeue=False))  # the queue's DLX keeps it
+            else:
+                await asyncio.sleep(RETRY_DELAY)
+                await self._settle(message.nack(requeue=True))
+            MESSAGES.labels(queue, outcome).inc()
+            return
+        if await self._settle(message.ack()):
+            MESSAGES.labels(queue, outcome).inc()
 
     async def stop(self, grace: float) -> None:
-        self._stopping = True
+        self._stopping.set()
         if self._tag is not None:
             try:
                 await self._queue.cancel(self._tag)
-            except _CONNECTION_ERRORS:
+            except CONNECTION_ERRORS:
                 pass
             self._tag = None
         if self._inflight:
@@ -175,36 +331,46 @@ class _AmqpConsumer:
 class AmqpBroker:
     """:class:`Broker` on RabbitMQ through aio-pika robust connections."""
 
-    def __init__(self, url: str, *, name: str = "imgpipe") -> None:
+    def __init__(self, url: str, *, name: str = "imgpipe",
+                 publish_deadline: float = PUBLISH_DEADLINE) -> None:
         self._url = url
         self._name = name
+        self._publish_deadline = publish_deadline
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._consumers: list[_AmqpConsumer] = []
-        self._lock = asyncio.Lock()
+        self._queues: set[str] = set()
 
     async def connect(self) -> None:
-        """Connect (retrying until the broker answers)."""
-        delay = 0.5
-        while True:
-            try:
-                self._connection = await aio_pika.connect_robust(
-                    self._url, client_properties={"connection_name": self._name}
-                )
-                break
-            except _CONNECTION_ERRORS as exc:
-                log.warning("RabbitMQ unreachable, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        self._publish_channel = await self._connection.channel(
+        """Connect once; raise :class:`Unavailable` when RabbitMQ does not answer.
+
+        Once connected, the connection recovers on its own (channels,
+        topology and consumers included) whenever it is lost.
+        """
+        if self._connection is not None:
+            return
+        try:
+            connection = await aio_pika.connect_robust(
+                self._url, client_properties={"connection_name": self._name},
+                reconnect_interval=1, timeout=10,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise Unavailable(f"RabbitMQ is unreachable: {type(exc).__name__}",
+                              reason="broker_unavailable") from exc
+        self._publish_channel = await connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        self._connection = connection
+
+    def _channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._publish_channel is None:
+            raise Unavailable("not connected to RabbitMQ yet", reason="broker_unavailable")
+        return self._publish_channel
 
     async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
         if name not in self._exchanges:
-            assert self._publish_channel is not None, "connect() first"
-            self._exchanges[name] = await self._publish_channel.declare_exchange(
+            self._exchanges[name] = await self._channel().declare_exchange(
                 name, aio_pika.ExchangeType.TOPIC, durable=True
             )
         return self._exchanges[name]
@@ -212,14 +378,70 @@ class AmqpBroker:
     async def declare_exchange(self, exchange: str) -> None:
         await self._exchange(exchange)
 
+    async def _declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
+        """Declare a durable queue; an older one with other arguments is kept as it is."""
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            log.warning("queue %s exists with other arguments; delete it to get retries and "
+                        "dead-lettering", name)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def declare_work_queue(self, exchange: str, queue: str | None = None) -> str:
-        """Declare ``exchange`` and a durable queue bound to it; return the queue name."""
+        """Declare ``exchange``, its durable work queue and dead-letter queue; return the queue."""
         ex = await self._exchange(exchange)
-        assert self._publish_channel is not None
         name = queue or work_queue_name(exchange)
-        q = await self._publish_channel.declare_queue(name, durable=True)
+        names = topology(name)
+        channel = self._channel()
+        dlx = await channel.declare_exchange(
+            names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dlq = await channel.declare_queue(names.dead_letter_queue, durable=True)
+        await dlq.bind(dlx)
+        await self._declare_queue(name, {"x-dead-letter-exchange": names.dead_letter_exchange})
+        q = await channel.declare_queue(name, durable=True, passive=True)
         await q.bind(ex, routing_key="#")
+        self._queues.add(name)
         return name
+
+    async def _declare_retry_queues(self, queue: str, policy: RetryPolicy) -> None:
+        names = topology(queue)
+        for delay in sorted(set(policy.delays)):
+            await self._declare_queue(names.retry_queue(delay), {
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            })
+
+    async def _publish(
+        self, what: str, send: Callable[[], Awaitable[Any]],
+    ) -> None:
+        """Run ``send`` until the broker confirms it, or the deadline passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_deadline
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.wait_for(send(), timeout=PUBLISH_TIMEOUT)
+                return
+            except aiormq.exceptions.PublishError as exc:
+                raise TransientError(
+                    f"no queue would receive the message for {what}", reason="unroutable"
+                ) from exc
+            except CONNECTION_ERRORS as exc:
+                if loop.time() + delay > deadline:
+                    raise Unavailable(
+                        f"RabbitMQ did not confirm the message for {what}: {type(exc).__name__}",
+                        reason="broker_unavailable",
+                    ) from exc
+                log.info("publish to %s not confirmed (%s), trying again", what,
+                         type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def publish(
         self,
@@ -233,8 +455,10 @@ class AmqpBroker:
     ) -> None:
         """Publish persistently and wait for the broker's confirm.
 
-        Raises :class:`TransientError` when the broker is unreachable, refuses
-        the message, or (with ``mandatory``) no queue would receive it.
+        A publish the broker does not confirm (connection lost, broker
+        restarting, negative confirm) is sent again until a deadline, then
+        raises :class:`Unavailable`; a ``mandatory`` message that no queue
+        would receive raises :class:`TransientError` (``unroutable``).
         """
         message = aio_pika.Message(
             body,
@@ -243,37 +467,79 @@ class AmqpBroker:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             headers=dict(headers or {}),
         )
-        try:
-            ex = await self._exchange(exchange)
-            await asyncio.wait_for(
-                ex.publish(message, routing_key=routing_key or "event", mandatory=mandatory),
-                timeout=PUBLISH_TIMEOUT,
-            )
-        except aio_pika.exceptions.DeliveryError as exc:
-            raise TransientError(
-                f"RabbitMQ did not accept the message for exchange {exchange!r}: {exc}",
-                reason="broker_refused",
-            ) from exc
-        except _CONNECTION_ERRORS as exc:
-            raise TransientError(
-                f"RabbitMQ is unavailable: {type(exc).__name__}", reason="broker_unavailable"
-            ) from exc
 
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
+        async def send() -> Any:
+            ex = await self._exchange(exchange)
+            return await ex.publish(message, routing_key=routing_key or "event",
+                                    mandatory=mandatory)
+
+        await self._publish(f"exchange {exchange!r}", send)
+
+    async def send_to_queue(
+        self, queue: str, original: aio_pika.abc.AbstractIncomingMessage, headers: dict[str, Any]
+    ) -> None:
+        """Publish a copy of ``original`` straight into ``queue`` with ``headers``."""
+        message = aio_pika.Message(
+            original.body,
+            message_id=original.message_id,
+            content_type=original.content_type or "application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+        )
+
+        async def send() -> Any:
+            return await self._channel().default_exchange.publish(
+                message, routing_key=queue, mandatory=True
+            )
+
+        await self._publish(f"queue {queue!r}", send)
+
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int, retry: RetryPolicy | None = None
+    ) -> Consumer:
+        """Consume ``queue`` with ``handler``, at most ``prefetch`` messages at a time."""
         assert self._connection is not None, "connect() first"
+        policy = retry or RetryPolicy()
+        await self._declare_retry_queues(queue, policy)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        q = await channel.declare_queue(queue, durable=True, passive=False)
-        consumer = _AmqpConsumer(q, handler)
+        q = await channel.declare_queue(queue, durable=True, passive=True)
+        consumer = _AmqpConsumer(self, q, handler, policy)
         await consumer.start()
         self._consumers.append(consumer)
+        self._queues.add(queue)
         return consumer
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each work queue and dead-letter queue this broker declared."""
+        depths: dict[str, int] = {}
+        if self._connection is None or self._connection.is_closed:
+            return depths
+        channel = await self._connection.channel()
+        try:
+            for queue in sorted(self._queues):
+                for name in (queue, topology(queue).dead_letter_queue):
+                    declared = await channel.declare_queue(name, durable=True, passive=True)
+                    depths[name] = int(declared.declaration_result.message_count or 0)
+        except CONNECTION_ERRORS:
+            pass
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return depths
+
+    async def refresh_metrics(self) -> None:
+        for name, depth in (await self.queue_depths()).items():
+            QUEUE_DEPTH.labels(name).set(depth)
 
     async def check(self) -> None:
         if self._connection is None or self._connection.is_closed:
-            raise TransientError("not connected to RabbitMQ", reason="broker_unavailable")
+            raise Unavailable("not connected to RabbitMQ", reason="broker_unavailable")
         if self._publish_channel is None or self._publish_channel.is_closed:
-            raise TransientError("RabbitMQ channel is closed", reason="broker_unavailable")
+            raise Unavailable("RabbitMQ channel is closed", reason="broker_unavailable")
+        transport = getattr(self._connection, "transport", None)
+        if transport is None:
+            raise Unavailable("reconnecting to RabbitMQ", reason="broker_unavailable")
 
     async def close(self) -> None:
         for consumer in self._consumers:
@@ -282,3 +548,4 @@ class AmqpBroker:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+            self._publish_channel = None

@@ -22,7 +22,7 @@ from aiocouch import ConflictError, CouchDB, Database
 from aiocouch.exception import NotFoundError
 
 from imgpipe.core.config import CouchSettings
-from imgpipe.core.errors import TransientError
+from imgpipe.core.errors import TransientError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ProvenanceStore(Protocol):
 
 
 def _unavailable(exc: BaseException) -> TransientError:
-    return TransientError(
+    return Unavailable(
         f"CouchDB is unavailable: {type(exc).__name__}", reason="provenance_unavailable"
     )
 

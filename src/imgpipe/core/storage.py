@@ -21,7 +21,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imgpipe.core.config import S3Settings
-from imgpipe.core.errors import ImgpipeError, TransientError
+from imgpipe.core.errors import ImgpipeError, TransientError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,14 @@ class ObjectNotFound(ImgpipeError):
 
 
 def _transient(exc: Exception, what: str) -> TransientError:
-    return TransientError(f"S3 is unavailable ({what}): {type(exc).__name__}", reason="storage_unavailable")
+    """S3 unreachable or failing on its side: :class:`Unavailable`; refusing us: transient."""
+    message = f"S3 is unavailable ({what}): {type(exc).__name__}"
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status < 500:
+            return TransientError(f"S3 refused the request ({what}): {_code(exc) or status}",
+                                  reason="storage_error")
+    return Unavailable(message, reason="storage_unavailable")
 
 
 def _code(exc: ClientError) -> str:
@@ -298,6 +305,8 @@ class S3Store:
         return keys
 
     async def check(self) -> None:
+        if self._client is None:
+            raise Unavailable("S3 client not started", reason="storage_unavailable")
         try:
             await self._client.head_bucket(Bucket=self._settings.s3_input_bucket)
         except (ClientError, BotoCoreError, OSError) as exc:

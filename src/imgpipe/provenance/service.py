@@ -5,31 +5,58 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from imgpipe.core.backends import open_broker, open_provenance_store
+from imgpipe.core.backends import new_broker, new_provenance_store
 from imgpipe.core.config import ProvenanceSettings
-from imgpipe.core.http import ops_app, serve, wait_for_stop
+from imgpipe.core.errors import Unavailable
+from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
+from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
+from imgpipe.core.messaging import AmqpBroker, Broker, Consumer
+from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.provenance.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 
+async def _starting() -> None:
+    raise Unavailable("connecting to RabbitMQ")
+
+
+async def _start(settings: ProvenanceSettings, broker: Broker, store: ProvenanceStore) -> Consumer:
+    await until_available("RabbitMQ", broker.connect)
+    queue = await broker.declare_work_queue(settings.amqp_exchange_prov)
+    consumer = await broker.consume(queue, Recorder(store).handle,
+                                    prefetch=settings.amqp_prefetch,
+                                    retry=settings.retry_policy())
+    log.info("provenance recorder consuming", extra={"queue": queue})
+    return consumer
+
+
 async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Store provenance events until SIGTERM/SIGINT."""
-    store = await open_provenance_store(settings)
-    broker = await open_broker(settings, name="imgpipe-provenance")
+    """Store provenance events until SIGTERM/SIGINT.
+
+    While CouchDB is down, events wait in their queue (held, not retried
+    away) and /readyz says so; they are stored when it is back.
+    """
+    signal = StopSignal(stop)
+    store = await new_provenance_store(settings)
+    broker = new_broker(settings, name="imgpipe-provenance")
+    refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+    app = ops_app({"startup": _starting, "couchdb": store.check}, refresh)
+    ops = await serve(app, settings.provenance_host, settings.provenance_port)
+    consumer: Consumer | None = None
     try:
-        queue = await broker.declare_work_queue(settings.amqp_exchange_prov)
-        ops = await serve(ops_app({"rabbitmq": broker.check, "couchdb": store.check}),
-                          settings.provenance_host, settings.provenance_port)
-        consumer = await broker.consume(queue, Recorder(store).handle,
-                                        prefetch=settings.amqp_prefetch)
-        log.info("provenance recorder consuming", extra={"queue": queue})
-        try:
-            await wait_for_stop(stop)
-        finally:
-            await consumer.stop(grace=settings.shutdown_grace)
-            await ops.cleanup()
+        consumer = await signal.until(_start(settings, broker, store))
+        app[READY_CHECKS].pop("startup")
+        app[READY_CHECKS]["rabbitmq"] = broker.check
+        await signal.wait()
+    except Stopped:
+        pass
     finally:
+        app[STOPPING].set()
+        if consumer is not None:
+            await consumer.stop(grace=settings.shutdown_grace)
+        await ops.cleanup()
         await broker.close()
         await store.close()
+        signal.close()
     log.info("provenance service stopped")

@@ -5,41 +5,69 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from imgpipe.core.backends import open_broker, open_object_store
+from imgpipe.core.backends import ensure_buckets, new_broker, new_object_store
 from imgpipe.core.config import RunnerSettings
-from imgpipe.core.http import ops_app, serve, wait_for_stop
-from imgpipe.core.lifecycle import until_available
+from imgpipe.core.errors import ConfigError, Unavailable
+from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
+from imgpipe.core.keys import safe_part
+from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
+from imgpipe.core.messaging import AmqpBroker, Broker, Consumer
 from imgpipe.runner.imageproc_client import ImageprocClient
 from imgpipe.runner.worker import Runner
 
 log = logging.getLogger(__name__)
 
 
+async def _starting() -> None:
+    raise Unavailable("connecting to its backends")
+
+
+async def _start(settings: RunnerSettings, broker: Broker, runner: Runner) -> Consumer:
+    await until_available("RabbitMQ", broker.connect)
+    await until_available("S3", lambda: ensure_buckets(
+        runner.store, settings, (settings.s3_output_bucket,)))
+    queue = await broker.declare_work_queue(settings.amqp_exchange_subscribe)
+    await broker.declare_work_queue(settings.amqp_exchange_prov)
+    await broker.declare_exchange(settings.amqp_exchange_publish)
+    consumer = await broker.consume(queue, runner.handle, prefetch=settings.amqp_prefetch,
+                                    retry=settings.retry_policy())
+    log.info("runner consuming", extra={"queue": queue, "stage": settings.stage})
+    return consumer
+
+
 async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Consume the stage's queue until SIGTERM/SIGINT; in-flight images finish first."""
-    store = await until_available(
-        "S3", lambda: open_object_store(settings, buckets=(settings.s3_output_bucket,))
-    )
-    broker = await open_broker(settings, name=f"imgpipe-runner-{settings.stage}")
+    """Consume the stage's queue until SIGTERM/SIGINT; in-flight images finish first.
+
+    Health and readiness are served from the start; until RabbitMQ and S3
+    answer, /readyz says what the runner waits for.
+    """
+    if not safe_part(settings.stage):
+        raise ConfigError(f"RUNNER_STAGE: {settings.stage!r} cannot name output objects "
+                          "(letters, digits, '.', '_' and '-' only)")
+    signal = StopSignal(stop)
+    broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
+    store = await new_object_store(settings)
     imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
+    runner = Runner(settings, broker, store, imageproc)
+    refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+    app = ops_app({"startup": _starting}, refresh)
+    ops = await serve(app, settings.runner_host, settings.runner_port)
+    consumer: Consumer | None = None
     try:
-        queue = await broker.declare_work_queue(settings.amqp_exchange_subscribe)
-        await broker.declare_work_queue(settings.amqp_exchange_prov)
-        await broker.declare_exchange(settings.amqp_exchange_publish)
-        runner = Runner(settings, broker, store, imageproc)
-        ops = await serve(
-            ops_app({"rabbitmq": broker.check, "s3": store.check, "imageproc": imageproc.check}),
-            settings.runner_host, settings.runner_port,
-        )
-        consumer = await broker.consume(queue, runner.handle, prefetch=settings.amqp_prefetch)
-        log.info("runner consuming", extra={"queue": queue, "stage": settings.stage})
-        try:
-            await wait_for_stop(stop)
-        finally:
-            await consumer.stop(grace=settings.shutdown_grace)
-            await ops.cleanup()
+        consumer = await signal.until(_start(settings, broker, runner))
+        app[READY_CHECKS].pop("startup")
+        app[READY_CHECKS].update(
+            {"rabbitmq": broker.check, "s3": store.check, "imageproc": imageproc.check})
+        await signal.wait()
+    except Stopped:
+        pass
     finally:
+        app[STOPPING].set()
+        if consumer is not None:
+            await consumer.stop(grace=settings.shutdown_grace)
+        await ops.cleanup()
         await broker.close()
         await imageproc.close()
         await store.close()
+        signal.close()
     log.info("runner stopped")

@@ -21,8 +21,9 @@ from pydantic import ValidationError
 
 from imgpipe import __version__
 from imgpipe.core.config import RunnerSettings
-from imgpipe.core.errors import ImgpipeError, PermanentError
-from imgpipe.core.logs import job_context
+from imgpipe.core.errors import ImgpipeError, PermanentError, TransientError, Unavailable
+from imgpipe.core.keys import object_key, safe_extension
+from imgpipe.core.logs import job_context, redact
 from imgpipe.core.messages import (
     ImageEvent,
     ObjectRef,
@@ -45,7 +46,7 @@ INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 def output_key(job_id: str, stage: str, pipeline: str, extension: str) -> str:
     """Where a job's output for one stage and pipeline lives: the same on every retry."""
-    return f"jobs/{job_id}/{stage}/{stable_id(pipeline)[:16]}.{extension}"
+    return object_key("jobs", job_id, stage, f"{stable_id(pipeline)[:16]}.{safe_extension(extension)}")
 
 
 @dataclass
@@ -68,8 +69,23 @@ class Runner:
                                  reason="invalid_message") from exc
         pipelines = (self.settings.runner_pipeline,) if self.settings.runner_pipeline else event.pipelines
         with job_context(event.job_id):
+            if delivery.redelivered:
+                log.info("event delivered again", extra={"attempt": delivery.attempt})
             for pipeline in pipelines:
-                await self._process(event, pipeline)
+                try:
+                    await self._process(event, pipeline, delivery.attempt)
+                except Unavailable:
+                    raise
+                except PermanentError:
+                    raise
+                except Exception as exc:
+                    error = exc if isinstance(exc, ImgpipeError) else TransientError(
+                        f"unexpected {type(exc).__name__} while processing", reason="internal_error")
+                    if not delivery.final:
+                        metrics.JOBS.labels(outcome="retried").inc()
+                        raise
+                    await self._failed(event, pipeline, None, error, delivery.attempt)
+                    raise PermanentError(error.message, reason=error.reason) from exc
 
     async def _provenance(self, event: ProvenanceEvent) -> None:
         await self.broker.publish(
@@ -84,11 +100,12 @@ class Runner:
                                         instance=self.imageproc.instance))
         return tuple(agents)
 
-    async def _process(self, event: ImageEvent, pipeline: str) -> None:
+    async def _process(self, event: ImageEvent, pipeline: str, attempt: int = 1) -> None:
         started_at = utcnow()
         clock = time.perf_counter()
         base = {"job_id": event.job_id, "stage": self.stage, "pipeline": pipeline,
-                "input": event.image, "filename": event.filename, "history": event.history}
+                "input": event.image, "filename": event.filename, "history": event.history,
+                "attempt": attempt}
         await self._provenance(ProvenanceEvent(
             event_id=provenance_event_id(event.job_id, self.stage, "step.started", pipeline),
             kind="step.started", started_at=started_at, agents=self._agents(), **base,
@@ -102,10 +119,11 @@ class Runner:
                 )
             result = await self.imageproc.process(data, pipeline)
         except ObjectNotFound as exc:
-            await self._failed(event, pipeline, started_at, PermanentError(exc.message, reason="input_missing"))
-            raise PermanentError(exc.message, reason="input_missing") from exc
+            missing = PermanentError(exc.message, reason="input_missing")
+            await self._failed(event, pipeline, started_at, missing, attempt)
+            raise missing from exc
         except PermanentError as exc:
-            await self._failed(event, pipeline, started_at, exc)
+            await self._failed(event, pipeline, started_at, exc, attempt)
             raise
         output = await self._store_output(event, pipeline, result)
         ended_at = utcnow()
@@ -147,13 +165,14 @@ class Runner:
         )
 
     async def _failed(self, event: ImageEvent, pipeline: str, started_at: object,
-                      error: ImgpipeError) -> None:
+                      error: ImgpipeError, attempt: int = 1) -> None:
         metrics.JOBS.labels(outcome="failed").inc()
-        log.warning("image failed: %s", error.message, extra={"reason": error.reason})
+        message = redact(error.message)
+        log.warning("image failed: %s", message, extra={"reason": error.reason})
         await self._provenance(ProvenanceEvent(
             event_id=provenance_event_id(event.job_id, self.stage, "step.failed", pipeline),
             kind="step.failed", job_id=event.job_id, stage=self.stage, pipeline=pipeline,
             input=event.image, filename=event.filename, history=event.history,
-            ended_at=utcnow(), reason=error.reason, message=error.message,
-            agents=self._agents(),
+            ended_at=utcnow(), reason=error.reason, message=message,
+            agents=self._agents(), attempt=attempt,
         ))

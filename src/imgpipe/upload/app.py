@@ -11,7 +11,7 @@ from aiohttp import web
 from imgpipe import __version__
 from imgpipe.core.config import UploadSettings
 from imgpipe.core.errors import ImgpipeError, InvalidInput
-from imgpipe.core.http import add_ops_routes, errors_middleware
+from imgpipe.core.http import add_ops_routes, errors_middleware, metrics_middleware
 from imgpipe.core.messages import (
     ImageEvent,
     ObjectRef,
@@ -24,6 +24,7 @@ from imgpipe.core.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.core.storage import ObjectNotFound, ObjectStore
 from imgpipe.upload import metrics
+from imgpipe.upload.auth import auth_middleware
 from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload
 from imgpipe.upload.jobs import job_status
 from imgpipe.upload.provenance_routes import add_provenance_routes
@@ -115,9 +116,11 @@ async def post_upload(request: web.Request) -> web.Response:
     bucket = settings.s3_input_bucket
     for spec in request.query.getall("pipeline", []):
         parse_pipeline(spec)  # refuse a bad pipeline before reading any bytes
+    await backends.broker.check()  # 503 before storing bytes that could not be queued
     intake = await read_upload(
         request, backends.store, bucket,
         max_bytes=settings.upload_max_bytes, max_files=settings.upload_max_files,
+        read_timeout=settings.upload_read_timeout,
     )
     announced = 0
     try:
@@ -208,7 +211,10 @@ async def get_output(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(settings: UploadSettings, backends: Backends) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[metrics_middleware, errors_middleware, auth_middleware(settings.api_tokens())],
+        client_max_size=1024**2,
+    )
     app[SETTINGS] = settings
     app[BACKENDS] = backends
     app.router.add_post("/upload", post_upload)

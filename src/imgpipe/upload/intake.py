@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -10,6 +12,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from imgpipe.core.errors import InvalidInput
 from imgpipe.core.formats import SNIFF_BYTES, media_type, sniff_format
+from imgpipe.core.keys import object_key
 from imgpipe.core.messages import new_id
 from imgpipe.core.storage import ObjectStore, StoredObject
 
@@ -17,6 +20,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FILENAME = 255
 FORM_FIELDS = ("pipeline",)
 
 
@@ -40,16 +44,42 @@ class Intake:
 
 def input_key(job_id: str) -> str:
     """Where a job's uploaded image lives in the input bucket."""
-    return f"uploads/{job_id}"
+    return object_key("uploads", job_id)
 
 
 def clean_filename(name: str | None) -> str | None:
-    """The client's file name, kept as metadata only: no path, no control characters."""
-    if not name:
+    """The client's file name, kept as metadata only (never in a key).
+
+    A name with a path (``/``, ``\\``, ``..``), control characters or more
+    than 255 characters is refused: no browser sends one.
+    """
+    if not name or not name.strip():
         return None
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if ch.isprintable())[:200].strip()
-    return base or None
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise InvalidInput("The file name contains control characters.",
+                           reason="invalid_filename")
+    if "/" in name or "\\" in name or name.strip() in (".", ".."):
+        raise InvalidInput("The file name must be a plain name, not a path.",
+                           reason="invalid_filename")
+    if len(name) > MAX_FILENAME:
+        raise InvalidInput(f"The file name is longer than {MAX_FILENAME} characters.",
+                           reason="invalid_filename")
+    return name.strip()
+
+
+class UploadTimeout(InvalidInput):
+    reason = "upload_timeout"
+    status = 408
+
+
+async def _read_chunk(part: BodyPartReader, size: int, timeout: float) -> bytes:
+    try:
+        async with asyncio.timeout(timeout):
+            return await part.read_chunk(size)
+    except TimeoutError:
+        raise UploadTimeout(
+            f"The upload sent nothing for {timeout:g} seconds and was abandoned."
+        ) from None
 
 
 class TooLarge(InvalidInput):
@@ -57,10 +87,10 @@ class TooLarge(InvalidInput):
     status = 413
 
 
-async def _read_head(part: BodyPartReader) -> bytes:
+async def _read_head(part: BodyPartReader, timeout: float) -> bytes:
     head = b""
     while len(head) < SNIFF_BYTES:
-        chunk = await part.read_chunk(CHUNK)
+        chunk = await _read_chunk(part, CHUNK, timeout)
         if not chunk:
             break
         head += chunk
@@ -68,10 +98,11 @@ async def _read_head(part: BodyPartReader) -> bytes:
 
 
 async def _stream_file(
-    part: BodyPartReader, store: ObjectStore, bucket: str, max_bytes: int, index: int
+    part: BodyPartReader, store: ObjectStore, bucket: str, max_bytes: int, index: int,
+    timeout: float,
 ) -> ReceivedFile:
     filename = clean_filename(part.filename)
-    head = await _read_head(part)
+    head = await _read_head(part, timeout)
     if not head:
         raise InvalidInput(
             f"File {index + 1} ({filename or 'unnamed'}) is empty.", reason="empty_file"
@@ -88,7 +119,7 @@ async def _stream_file(
     async def chunks() -> AsyncIterator[bytes]:
         total = len(head)
         yield head
-        while chunk := await part.read_chunk(CHUNK):
+        while chunk := await _read_chunk(part, CHUNK, timeout):
             total += len(chunk)
             if total > max_bytes:
                 raise TooLarge(
@@ -114,6 +145,7 @@ async def read_upload(
     *,
     max_bytes: int,
     max_files: int,
+    read_timeout: float = 30.0,
 ) -> Intake:
     """Stream every ``file`` part of a multipart request to ``bucket``.
 
@@ -136,7 +168,7 @@ async def read_upload(
     intake = Intake()
     try:
         reader: MultipartReader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader, read_timeout)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise InvalidInput("Nested multipart bodies are not supported.", reason="invalid_form")
             if part.name == "file":
@@ -146,11 +178,11 @@ async def read_upload(
                         reason="too_many_files",
                         status=413,
                     )
-                intake.files.append(
-                    await _stream_file(part, store, bucket, max_bytes, len(intake.files))
-                )
+                intake.files.append(await _stream_file(
+                    part, store, bucket, max_bytes, len(intake.files), read_timeout))
             elif part.name in FORM_FIELDS:
-                value = await part.read(decode=True)
+                async with asyncio.timeout(read_timeout):
+                    value = await part.read(decode=True)
                 if len(value) > MAX_FIELD_BYTES:
                     raise InvalidInput(f"Field '{part.name}' is too long.", reason="field_too_long")
                 intake.fields.setdefault(part.name, []).append(value.decode("utf-8", "replace"))
@@ -163,6 +195,16 @@ async def read_upload(
         await discard(store, bucket, intake)
         raise
     return intake
+
+
+async def _next_part(reader: MultipartReader, timeout: float) -> object:
+    try:
+        async with asyncio.timeout(timeout):
+            return await reader.next()
+    except TimeoutError:
+        raise UploadTimeout(
+            f"The upload sent nothing for {timeout:g} seconds and was abandoned."
+        ) from None
 
 
 async def discard(store: ObjectStore, bucket: str, intake: Intake) -> None:

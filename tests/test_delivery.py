@@ -1,0 +1,255 @@
+"""Delivery guarantees of the RabbitMQ adapter: retries with back-off, bounded attempts,
+dead-letter queues, holding while a backend is down, and the `imgpipe dlq` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from imgpipe.core.delivery import (
+    ATTEMPT,
+    HISTORY,
+    REASON,
+    Action,
+    RetryPolicy,
+    decide,
+    parse_delays,
+    replay_headers,
+)
+from imgpipe.core.errors import PermanentError, TransientError, Unavailable
+from imgpipe.core.messaging import AmqpBroker, Delivery, topology, work_queue_name
+from imgpipe.dlq import DeadLetters
+
+FAST = RetryPolicy((0.05, 0.1, 0.2), hold_max_delay=0.2)
+
+
+def test_decisions() -> None:
+    assert decide(None, 1, FAST).action is Action.ACK
+    assert decide(PermanentError("no", reason="bad"), 1, FAST).action is Action.DEAD_LETTER
+    retry = decide(TransientError("5xx", reason="imageproc_error"), 1, FAST)
+    assert (retry.action, retry.delay, retry.reason) == (Action.RETRY, 0.05, "imageproc_error")
+    assert decide(TransientError("5xx"), 3, FAST).delay == 0.2
+    final = decide(TransientError("5xx", reason="imageproc_error"), 4, FAST)
+    assert final.action is Action.DEAD_LETTER and final.reason == "imageproc_error"
+    assert "4 attempts" in (final.message or "")
+    held = decide(Unavailable("down"), 4, FAST, holds=10)
+    assert held.action is Action.HOLD and held.delay == 0.2
+    assert decide(ValueError("bug"), 1, FAST).reason == "internal_error"
+    assert RetryPolicy().max_attempts == 5
+    assert parse_delays("1, 5,30") == (1.0, 5.0, 30.0)
+    with pytest.raises(ValueError):
+        parse_delays("-1")
+
+
+def test_replayed_messages_carry_their_history() -> None:
+    dead = {ATTEMPT: 4, REASON: "imageproc_error", "x-imgpipe-error": "gave up",
+            "x-imgpipe-dead-lettered-at": "2026-01-01T00:00:00+00:00"}
+    once = replay_headers(dead)
+    assert once[ATTEMPT] == 1 and once["x-imgpipe-replays"] == 1 and REASON not in once
+    twice = replay_headers(once | {REASON: "timeout", ATTEMPT: 2})
+    history = json.loads(twice[HISTORY])
+    assert [h["reason"] for h in history] == ["imageproc_error", "timeout"]
+    assert twice["x-imgpipe-replays"] == 2
+
+
+@pytest.fixture
+async def broker(rabbitmq_url: str) -> AsyncIterator[AmqpBroker]:
+    b = AmqpBroker(rabbitmq_url, name="imgpipe-test-delivery")
+    await b.connect()
+    yield b
+    await b.close()
+
+
+async def _delete_topology(rabbitmq_url: str, exchange: str, policy: RetryPolicy = FAST) -> None:
+    queue = work_queue_name(exchange)
+    names = topology(queue)
+    async with await aio_pika.connect(rabbitmq_url) as conn:
+        channel = await conn.channel()
+        for name in [queue, names.dead_letter_queue,
+                     *(names.retry_queue(d) for d in policy.delays)]:
+            await channel.queue_delete(name)
+        for name in (exchange, names.dead_letter_exchange):
+            await channel.exchange_delete(name)
+
+
+@pytest.fixture
+async def stage(rabbitmq_url: str, unique_name: str) -> AsyncIterator[str]:
+    yield unique_name
+    await _delete_topology(rabbitmq_url, unique_name)
+
+
+async def _dead_letters(rabbitmq_url: str, exchange: str) -> list[dict[str, object]]:
+    async with await aio_pika.connect(rabbitmq_url) as conn:
+        return [d.as_dict() for d in await DeadLetters(conn, exchange).show(100)]
+
+
+async def test_transient_failures_retry_then_dead_letter(
+    broker: AmqpBroker, stage: str, rabbitmq_url: str
+) -> None:
+    queue = await broker.declare_work_queue(stage)
+    attempts: dict[str, list[int]] = {}
+    finished = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        body = json.loads(delivery.body)
+        attempts.setdefault(body["name"], []).append(delivery.attempt)
+        if body["name"] == "flaky" and delivery.attempt < 3:
+            raise TransientError("imageproc answered 502", reason="imageproc_error")
+        if body["name"] == "broken":
+            if delivery.final:
+                finished.set()
+            raise TransientError("imageproc answered 500", reason="imageproc_error")
+        if body["name"] == "poison":
+            raise PermanentError("not an image", reason="undecodable")
+
+    for name in ("ok", "flaky", "broken", "poison"):
+        await broker.publish(stage, json.dumps({"name": name, "job_id": name}).encode(),
+                             message_id=name)
+    consumer = await broker.consume(queue, handler, prefetch=4, retry=FAST)
+    await asyncio.wait_for(finished.wait(), 20)
+
+    async def settled() -> list[dict[str, object]]:
+        while len(letters := await _dead_letters(rabbitmq_url, stage)) < 2:
+            await asyncio.sleep(0.1)
+        return letters
+
+    letters = await asyncio.wait_for(settled(), 10)
+    await consumer.stop(grace=2)
+    assert attempts == {"ok": [1], "flaky": [1, 2, 3], "broken": [1, 2, 3, 4], "poison": [1]}
+    by_job = {str(letter["job_id"]): letter for letter in letters}
+    assert set(by_job) == {"broken", "poison"}
+    assert by_job["broken"]["reason"] == "imageproc_error"
+    assert by_job["broken"]["attempts"] == 4
+    assert "gave up after 4 attempts" in str(by_job["broken"]["error"])
+    assert by_job["poison"]["reason"] == "undecodable" and by_job["poison"]["attempts"] == 1
+    depths = await broker.queue_depths()
+    assert depths[queue] == 0 and depths[topology(queue).dead_letter_queue] == 2
+
+
+async def test_unavailable_backend_holds_without_spending_attempts(
+    broker: AmqpBroker, stage: str
+) -> None:
+    queue = await broker.declare_work_queue(stage)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.attempt)
+        if len(seen) < 8:  # more failures than the policy has attempts
+            raise Unavailable("CouchDB is unavailable", reason="provenance_unavailable")
+        done.set()
+
+    await broker.publish(stage, b'{"job_id": "held"}', message_id="held")
+    consumer = await broker.consume(queue, handler, prefetch=1,
+                                    retry=RetryPolicy((0.05,), hold_max_delay=0.05))
+    await asyncio.wait_for(done.wait(), 20)
+    await consumer.stop(grace=2)
+    assert seen == [1] * 8
+
+
+async def test_stopping_returns_unfinished_work(
+    broker: AmqpBroker, stage: str, rabbitmq_url: str
+) -> None:
+    queue = await broker.declare_work_queue(stage)
+    started = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await broker.publish(stage, b'{"job_id": "slow"}', message_id="slow")
+    consumer = await broker.consume(queue, slow, prefetch=1, retry=FAST)
+    await asyncio.wait_for(started.wait(), 10)
+    await consumer.stop(grace=0.2)
+
+    second = AmqpBroker(rabbitmq_url)
+    await second.connect()
+    got: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+
+    async def take(delivery: Delivery) -> None:
+        if not got.done():
+            got.set_result(delivery)
+
+    again = await second.consume(queue, take, prefetch=1, retry=FAST)
+    delivery = await asyncio.wait_for(got, 10)
+    await again.stop(grace=1)
+    await second.close()
+    assert delivery.redelivered and delivery.attempt == 1
+
+
+async def test_publish_is_never_assumed(rabbitmq_url: str, stage: str) -> None:
+    broker = AmqpBroker(rabbitmq_url, publish_deadline=0.5)
+    with pytest.raises(Unavailable):  # not connected: reported, not dropped
+        await broker.publish(stage, b"x", message_id="x")
+    await broker.connect()
+    try:
+        await broker.declare_exchange(stage)
+        with pytest.raises(TransientError) as caught:  # no queue bound: returned
+            await broker.publish(stage, b"x", message_id="x")
+        assert caught.value.reason == "unroutable"
+    finally:
+        await broker.close()
+    unreachable = AmqpBroker("amqp://guest:guest@127.0.0.1:9/")
+    with pytest.raises(Unavailable):
+        await unreachable.connect()
+
+
+def _dlq(rabbitmq_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"AMQP_URL": rabbitmq_url}
+    return subprocess.run([sys.executable, "-m", "imgpipe.cli", "dlq", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_dlq_commands(broker: AmqpBroker, stage: str, rabbitmq_url: str) -> None:
+    queue = await broker.declare_work_queue(stage)
+    replayed = asyncio.Event()
+    seen: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery)
+        if delivery.headers.get("x-imgpipe-replays"):
+            replayed.set()
+            return
+        raise PermanentError(f"cannot read {json.loads(delivery.body)['job_id']}",
+                             reason="undecodable")
+
+    for n in range(3):
+        await broker.publish(stage, json.dumps({"job_id": f"job{n}", "kind": "uploaded"}).encode(),
+                             message_id=f"m{n}")
+    consumer = await broker.consume(queue, handler, prefetch=4, retry=FAST)
+    while len(await _dead_letters(rabbitmq_url, stage)) < 3:
+        await asyncio.sleep(0.1)
+
+    listed = await asyncio.to_thread(_dlq, rabbitmq_url, "list", "--exchange", stage)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{stage}: 3 dead-lettered" in listed.stdout
+    shown = await asyncio.to_thread(_dlq, rabbitmq_url, "show", "--exchange", stage, "--json")
+    assert shown.returncode == 0, shown.stderr
+    letters = json.loads(shown.stdout)
+    assert [letter["job_id"] for letter in letters] == ["job0", "job1", "job2"]
+    assert {letter["reason"] for letter in letters} == {"undecodable"}
+    assert "cannot read job1" in letters[1]["error"]
+    text = await asyncio.to_thread(_dlq, rabbitmq_url, "show", "--exchange", stage)
+    assert "undecodable: cannot read job0" in text.stdout
+
+    one = await asyncio.to_thread(_dlq, rabbitmq_url, "replay", "--exchange", stage,
+                                  "--id", "job1")
+    assert one.returncode == 0 and "replayed 1 message" in one.stdout, one.stderr
+    await asyncio.wait_for(replayed.wait(), 10)
+    back = seen[-1]
+    assert json.loads(back.body)["job_id"] == "job1" and back.attempt == 1
+    assert json.loads(back.headers[HISTORY])[0]["reason"] == "undecodable"
+
+    refused = await asyncio.to_thread(_dlq, rabbitmq_url, "purge", "--exchange", stage)
+    assert refused.returncode == 2 and "2 message" in refused.stderr
+    purged = await asyncio.to_thread(_dlq, rabbitmq_url, "purge", "--exchange", stage, "--yes")
+    assert purged.returncode == 0 and "purged 2" in purged.stdout
+    assert await _dead_letters(rabbitmq_url, stage) == []
+    await consumer.stop(grace=1)
