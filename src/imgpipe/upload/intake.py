@@ -117,9 +117,8 @@ async def _stream_file(
         )
 
     async def chunks() -> AsyncIterator[bytes]:
-        total = len(head)
-        yield head
-        while chunk := await _read_chunk(part, CHUNK, timeout):
+        total, chunk = 0, head
+        while chunk:
             total += len(chunk)
             if total > max_bytes:
                 raise TooLarge(
@@ -127,6 +126,7 @@ async def _stream_file(
                     f"of {max_bytes} bytes."
                 )
             yield chunk
+            chunk = await _read_chunk(part, CHUNK, timeout)
 
     job_id = new_id()
     metadata = {"job-id": job_id, "format": fmt}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgpipe.core.delivery import RetryPolicy
 from imgpipe.core.embedded.journal import Journal, Statement
 from imgpipe.core.errors import ConfigError, TransientError
 from imgpipe.core.messaging import (
@@ -341,6 +342,7 @@ class _EmbeddedConsumer:
                 message_id=message.message_id,
                 redelivered=message.deliveries > 1,
                 headers=dict(message.headers),
+                attempt=message.deliveries,
             )
             error: BaseException | None = None
             try:
@@ -423,7 +425,9 @@ class EmbeddedBroker:
             raise TransientError(f"the embedded broker could not store the message: {exc}",
                                  reason="broker_unavailable") from exc
 
-    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Consumer:
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int, retry: RetryPolicy | None = None
+    ) -> Consumer:
         core = self._open_core()
         consumer = _EmbeddedConsumer(core, await core.declare_queue(queue), handler, prefetch)
         consumer.start()
