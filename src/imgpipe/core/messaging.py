@@ -106,12 +106,8 @@ class Delivery:
         return self.attempt >= self.max_attempts
 
 
-class Outcome:
-    """Kept for implementations that settle messages themselves; see :class:`Action`."""
-
-    ACK = Action.ACK
-    RETRY = Action.RETRY
-    REJECT = Action.DEAD_LETTER
+Outcome = Action
+"""The older name of :class:`~imgpipe.core.delivery.Action`."""
 
 
 def outcome_of(exc: BaseException | None) -> Action:
