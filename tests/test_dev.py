@@ -164,9 +164,9 @@ async def test_jobs_accepted_before_a_restart_are_processed_after_it(
     stop = asyncio.Event()
     upload_only = asyncio.create_task(run_upload(settings, stop=stop))
     try:
-        async def answering() -> bool:
+        async def answering() -> bool:  # ready: its backends answer (healthz: alive)
             try:
-                return (await get_json(f"{dev.upload_url}/healthz"))[0] == 200
+                return (await get_json(f"{dev.upload_url}/readyz"))[0] == 200
             except aiohttp.ClientError:
                 return False
 

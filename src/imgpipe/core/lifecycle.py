@@ -74,6 +74,12 @@ class StopSignal:
             self._owns_signals = False
 
 
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has finished."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def until_available(
     what: str, attempt: Callable[[], Awaitable[T]], *, max_delay: float = 10.0
 ) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 
 from imgpipe.core.backends import new_broker, new_provenance_store
 from imgpipe.core.config import ProvenanceSettings
@@ -37,26 +38,24 @@ async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | 
     While CouchDB is down, events wait in their queue (held, not retried
     away) and /readyz says so; they are stored when it is back.
     """
-    signal = StopSignal(stop)
-    store = await new_provenance_store(settings)
-    broker = new_broker(settings, name="imgpipe-provenance")
-    refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
-    app = ops_app({"startup": _starting, "couchdb": store.check}, refresh)
-    ops = await serve(app, settings.provenance_host, settings.provenance_port)
-    consumer: Consumer | None = None
-    try:
-        consumer = await signal.until(_start(settings, broker, store))
+    async with AsyncExitStack() as stack:
+        signal = StopSignal(stop)
+        stack.callback(signal.close)
+        store = await new_provenance_store(settings)
+        stack.push_async_callback(store.close)
+        broker = new_broker(settings, name="imgpipe-provenance")
+        stack.push_async_callback(broker.close)
+        refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+        app = ops_app({"startup": _starting, "couchdb": store.check}, refresh)
+        ops = await serve(app, settings.provenance_host, settings.provenance_port)
+        stack.push_async_callback(ops.cleanup)
+        try:
+            consumer = await signal.until(_start(settings, broker, store))
+        except Stopped:
+            return
+        stack.push_async_callback(consumer.stop, settings.shutdown_grace)
+        stack.callback(app[STOPPING].set)
         app[READY_CHECKS].pop("startup")
         app[READY_CHECKS]["rabbitmq"] = broker.check
         await signal.wait()
-    except Stopped:
-        pass
-    finally:
-        app[STOPPING].set()
-        if consumer is not None:
-            await consumer.stop(grace=settings.shutdown_grace)
-        await ops.cleanup()
-        await broker.close()
-        await store.close()
-        signal.close()
     log.info("provenance service stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 
 from imgpipe.core.backends import ensure_buckets, new_broker, new_object_store
 from imgpipe.core.config import RunnerSettings
@@ -44,30 +45,28 @@ async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = N
     if not safe_part(settings.stage):
         raise ConfigError(f"RUNNER_STAGE: {settings.stage!r} cannot name output objects "
                           "(letters, digits, '.', '_' and '-' only)")
-    signal = StopSignal(stop)
-    broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
-    store = await new_object_store(settings)
-    imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
-    runner = Runner(settings, broker, store, imageproc)
-    refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
-    app = ops_app({"startup": _starting}, refresh)
-    ops = await serve(app, settings.runner_host, settings.runner_port)
-    consumer: Consumer | None = None
-    try:
-        consumer = await signal.until(_start(settings, broker, runner))
+    async with AsyncExitStack() as stack:
+        signal = StopSignal(stop)
+        stack.callback(signal.close)
+        broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
+        stack.push_async_callback(broker.close)
+        store = await new_object_store(settings)
+        stack.push_async_callback(store.close)
+        imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
+        stack.push_async_callback(imageproc.close)
+        runner = Runner(settings, broker, store, imageproc)
+        refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+        app = ops_app({"startup": _starting}, refresh)
+        ops = await serve(app, settings.runner_host, settings.runner_port)
+        stack.push_async_callback(ops.cleanup)
+        try:
+            consumer = await signal.until(_start(settings, broker, runner))
+        except Stopped:
+            return
+        stack.push_async_callback(consumer.stop, settings.shutdown_grace)
+        stack.callback(app[STOPPING].set)
         app[READY_CHECKS].pop("startup")
         app[READY_CHECKS].update(
             {"rabbitmq": broker.check, "s3": store.check, "imageproc": imageproc.check})
         await signal.wait()
-    except Stopped:
-        pass
-    finally:
-        app[STOPPING].set()
-        if consumer is not None:
-            await consumer.stop(grace=settings.shutdown_grace)
-        await ops.cleanup()
-        await broker.close()
-        await imageproc.close()
-        await store.close()
-        signal.close()
     log.info("runner stopped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 
 from imgpipe.core.backends import (
     ensure_buckets,
@@ -13,7 +14,7 @@ from imgpipe.core.backends import (
 )
 from imgpipe.core.config import UploadSettings
 from imgpipe.core.http import STOPPING, serve
-from imgpipe.core.lifecycle import StopSignal, until_available
+from imgpipe.core.lifecycle import StopSignal, cancel, until_available
 from imgpipe.upload.app import Backends, create_app
 
 log = logging.getLogger(__name__)
@@ -29,35 +30,28 @@ async def connect_backends(settings: UploadSettings, backends: Backends) -> None
     log.info("upload service connected to its backends")
 
 
-async def close_backends(backends: Backends) -> None:
-    await backends.broker.close()
-    await backends.store.close()
-    await backends.provenance.close()
-
-
 async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = None) -> None:
     """Serve the upload API until SIGTERM/SIGINT, then finish requests and close.
 
     The API answers from the start: until RabbitMQ and S3 answer, uploads
     get 503 with Retry-After and /readyz names what is missing.
     """
-    signal = StopSignal(stop)
-    backends = Backends(
-        broker=new_broker(settings, name="imgpipe-upload"),
-        store=await new_object_store(settings),
-        provenance=await new_provenance_store(settings),
-    )
-    app = create_app(settings, backends)
-    runner = await serve(app, settings.upload_host, settings.upload_port,
-                         grace=settings.shutdown_grace)
-    connecting = asyncio.create_task(connect_backends(settings, backends))
-    try:
+    async with AsyncExitStack() as stack:
+        signal = StopSignal(stop)
+        stack.callback(signal.close)
+        broker = new_broker(settings, name="imgpipe-upload")
+        stack.push_async_callback(broker.close)
+        store = await new_object_store(settings)
+        stack.push_async_callback(store.close)
+        provenance = await new_provenance_store(settings)
+        stack.push_async_callback(provenance.close)
+        backends = Backends(broker=broker, store=store, provenance=provenance)
+        app = create_app(settings, backends)
+        runner = await serve(app, settings.upload_host, settings.upload_port,
+                             grace=settings.shutdown_grace)
+        stack.push_async_callback(runner.cleanup)
+        connecting = asyncio.create_task(connect_backends(settings, backends))
+        stack.push_async_callback(cancel, connecting)
+        stack.callback(app[STOPPING].set)
         await signal.wait()
-    finally:
-        app[STOPPING].set()
-        connecting.cancel()
-        await asyncio.gather(connecting, return_exceptions=True)
-        await runner.cleanup()
-        await close_backends(backends)
-        signal.close()
     log.info("upload service stopped")
