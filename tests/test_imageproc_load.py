@@ -63,12 +63,14 @@ async def test_full_queue_answers_429_with_retry_after(gate: threading.Event) ->
 
 
 async def test_time_limit_answers_504_and_stops_libvips() -> None:
-    settings = ImageprocSettings(imageproc_workers=1, imageproc_timeout=0.2)
+    # The slow pipeline takes tens of seconds; the limit leaves a small image
+    # a wide margin even on a loaded machine.
+    settings = ImageprocSettings(imageproc_workers=1, imageproc_timeout=1.5)
     app = create_app(settings)
     async with TestClient(TestServer(app)) as client:
         slow = await client.post(
             "/process",
-            params={"pipeline": "blur:100/blur:100/format:png"},
+            params={"pipeline": "blur:100/blur:100/blur:100/blur:100/format:png"},
             data=image_bytes(1500, 1500, ".png"),
         )
         assert slow.status == 504
