@@ -19,8 +19,9 @@ import pytest
 
 from imgpipe.core.backends import open_broker, open_object_store, open_provenance_store
 from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings, load
+from imgpipe.core.delivery import DEFAULT_DELAYS
 from imgpipe.core.embedded import embedded_url
-from imgpipe.core.messaging import Broker, work_queue_name
+from imgpipe.core.messaging import Broker, topology, work_queue_name
 from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.core.storage import ObjectStore
 
@@ -95,6 +96,10 @@ async def delete_amqp_names(url: str, exchanges: list[str], queues: list[str]) -
                     await channel.close()
 
 
+#: Retry delays broker tests may use (their retry queues are removed after the test).
+TEST_DELAYS = (0.05, 0.1)
+
+
 def extra_queue(unique_name: str) -> str:
     """A second queue name a broker test may use (removed after the test)."""
     return f"{unique_name}-extra"
@@ -112,6 +117,11 @@ async def broker(backend_env: dict[str, str], unique_name: str) -> AsyncIterator
         if not backend_env["AMQP_URL"].startswith("file:"):
             exchanges = [backend_env[k] for k in backend_env if k.startswith("AMQP_EXCHANGE_")]
             queues = [work_queue_name(e) for e in exchanges] + [extra_queue(unique_name)]
+            names = [topology(q) for q in queues]
+            delays = set(DEFAULT_DELAYS) | set(TEST_DELAYS)
+            queues += [n.dead_letter_queue for n in names]
+            queues += [n.retry_queue(d) for n in names for d in delays]
+            exchanges += [n.dead_letter_exchange for n in names]
             await delete_amqp_names(backend_env["AMQP_URL"], exchanges, queues)
 
 

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from imgpipe.core.errors import PermanentError, TransientError
-from imgpipe.core.messaging import Broker, Delivery
+from imgpipe.core.delivery import ATTEMPT, ERROR, QUEUE, REASON, RetryPolicy
+from imgpipe.core.errors import PermanentError, TransientError, Unavailable
+from imgpipe.core.messaging import Broker, Delivery, topology
 from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.core.storage import ObjectNotFound, ObjectStore
-from tests.backend_sets import extra_queue
+from tests.backend_sets import TEST_DELAYS, extra_queue
 
 WAIT = 30.0
 
@@ -135,6 +136,77 @@ async def test_a_permanent_failure_is_not_delivered_again(
     await inbox.wait_for(2)
     await consumer.stop(grace=5)
     assert [d.body for d in inbox.deliveries] == [b"broken", b"after"]
+
+
+async def test_attempts_are_bounded_then_the_message_is_dead_lettered(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    seen: list[Delivery] = []
+
+    async def always_failing(delivery: Delivery) -> None:
+        seen.append(delivery)
+        raise TransientError("imageproc answered 500", reason="imageproc_error")
+
+    policy = RetryPolicy(delays=TEST_DELAYS)
+    consumer = await broker.consume(queue, always_failing, prefetch=1, retry=policy)
+    await broker.publish(exchange, b"doomed", message_id="m-1", headers={"x-own": "kept"})
+    dead = Inbox()
+    dlq = await broker.consume(topology(queue).dead_letter_queue, dead, prefetch=1)
+    [letter] = await dead.wait_for(1)
+    await consumer.stop(grace=5)
+    await dlq.stop(grace=5)
+    assert [(d.attempt, d.final) for d in seen] == [(1, False), (2, False), (3, True)]
+    assert letter.body == b"doomed"
+    assert letter.headers[ATTEMPT] == 3
+    assert letter.headers[REASON] == "imageproc_error"
+    assert letter.headers[QUEUE] == queue
+    assert "gave up after 3 attempts" in letter.headers[ERROR]
+    assert letter.headers["x-own"] == "kept"
+
+
+async def test_a_permanent_failure_goes_to_the_dead_letter_queue_at_once(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    inbox = Inbox(fail={b"broken": PermanentError("not an image", reason="not_an_image")})
+    consumer = await broker.consume(queue, inbox, prefetch=1)
+    await broker.publish(exchange, b"broken", message_id="m-1")
+    dead = Inbox()
+    dlq = await broker.consume(topology(queue).dead_letter_queue, dead, prefetch=1)
+    [letter] = await dead.wait_for(1)
+    await consumer.stop(grace=5)
+    await dlq.stop(grace=5)
+    assert len(inbox.deliveries) == 1
+    assert (letter.headers[REASON], letter.headers[ATTEMPT]) == ("not_an_image", 1)
+
+
+async def test_an_unavailable_backend_holds_the_message_without_spending_attempts(
+    broker: Broker, backend_env: dict[str, str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    seen: list[Delivery] = []
+
+    async def down_twice(delivery: Delivery) -> None:
+        seen.append(delivery)
+        if len(seen) <= 2:
+            raise Unavailable("CouchDB is down")
+
+    done = Inbox()
+
+    async def handler(delivery: Delivery) -> None:
+        await down_twice(delivery)
+        await done(delivery)
+
+    consumer = await broker.consume(queue, handler, prefetch=1,
+                                    retry=RetryPolicy(delays=TEST_DELAYS))
+    await broker.publish(exchange, b"patient", message_id="m-1")
+    await done.wait_for(1)
+    await consumer.stop(grace=5)
+    assert [d.attempt for d in seen] == [1, 1, 1]
 
 
 async def test_prefetch_bounds_the_handlers_running_at_once(

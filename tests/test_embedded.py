@@ -12,12 +12,13 @@ import pytest
 
 from imgpipe.core.backends import open_broker, open_object_store, open_provenance_store
 from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
+from imgpipe.core.delivery import REASON, RetryPolicy
 from imgpipe.core.embedded import embedded_path, embedded_url
 from imgpipe.core.embedded.broker import EmbeddedBroker, topic_matches
 from imgpipe.core.embedded.mango import InvalidSelector, matches, sort_docs
 from imgpipe.core.embedded.objects import LocalStore
 from imgpipe.core.embedded.provstore import SqliteProvenanceStore
-from imgpipe.core.errors import ConfigError, InvalidInput, PermanentError
+from imgpipe.core.errors import ConfigError, InvalidInput, PermanentError, TransientError
 from imgpipe.core.messaging import Delivery
 from tests.test_backend_contract import Inbox
 
@@ -68,6 +69,27 @@ async def test_dead_letters_are_kept_and_not_redelivered(tmp_path: Path) -> None
     broker = await _broker(tmp_path)
     assert broker.counts(queue) == {"ready": 0, "unacked": 0, "dead": 1}
     await broker.close()
+
+
+async def test_a_retry_waiting_at_a_restart_keeps_its_attempt(tmp_path: Path) -> None:
+    broker = await _broker(tmp_path)
+    queue = await broker.declare_work_queue("uploaded")
+    inbox = Inbox(fail={b"flaky": TransientError("S3 is down")})
+    await broker.consume(queue, inbox, prefetch=1, retry=RetryPolicy(delays=(60.0,)))
+    await broker.publish("uploaded", b"flaky", message_id="m-1")
+    await inbox.wait_for(1)
+    while broker.counts(queue)["unacked"] != 1 or not inbox.deliveries:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    await broker.close()
+
+    broker = await _broker(tmp_path)
+    again = Inbox()
+    await broker.consume(queue, again, prefetch=1)
+    [delivery] = await again.wait_for(1)
+    await broker.close()
+    assert (delivery.body, delivery.attempt, delivery.headers[REASON]) == (
+        b"flaky", 2, "backend_unavailable")
 
 
 async def test_services_of_one_process_share_the_broker(tmp_path: Path) -> None:

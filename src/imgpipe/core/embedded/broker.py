@@ -7,9 +7,12 @@ on holds as with RabbitMQ:
 * topic exchanges, durable queues bound with patterns (``#``, ``*``);
 * ``publish`` returns once the message is in the journal on disk (the
   confirm); ``mandatory`` publishes that no queue would receive raise;
-* a message stays in the journal until its handler returns (ack); a
-  :class:`~imgpipe.core.errors.PermanentError` dead-letters it (kept, never
-  redelivered); any other exception returns it for a retry after a delay;
+* a message stays in the journal until its handler returns (ack); what
+  becomes of it otherwise is :func:`imgpipe.core.delivery.decide`'s answer,
+  as with RabbitMQ: hold it while a backend is unavailable, retry it after
+  the policy's delay with its attempt number raised, or move it to the
+  stage's dead-letter queue (``imgpipe.E.dlq``) with the ``x-imgpipe-*``
+  headers saying why;
 * ``prefetch`` bounds the handlers running at once per consumer; stopping a
   consumer returns the messages it had not finished;
 * messages not acked when the process stops are delivered again, marked
@@ -26,6 +29,8 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
+import time
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -33,16 +38,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgpipe.core.delivery import RetryPolicy
+from imgpipe.core.delivery import (
+    Action,
+    Decision,
+    RetryPolicy,
+    attempt_of,
+    dead_letter_headers,
+    decide,
+    retry_headers,
+)
 from imgpipe.core.embedded.journal import Journal, Statement
-from imgpipe.core.errors import ConfigError, TransientError
+from imgpipe.core.errors import ConfigError, TransientError, Unavailable
+from imgpipe.core.logs import job_context
 from imgpipe.core.messaging import (
+    HANDLING,
+    MESSAGES,
+    QUEUE_DEPTH,
     RETRY_DELAY,
     Consumer,
     Delivery,
     Handler,
-    Outcome,
-    outcome_of,
+    topology,
     work_queue_name,
 )
 
@@ -82,7 +98,6 @@ class _Queue:
     name: str
     ready: deque[_Message] = field(default_factory=deque)
     unacked: dict[int, _Message] = field(default_factory=dict)
-    dead: int = 0
     waiters: deque[asyncio.Future[_Message]] = field(default_factory=deque)
 
     async def get(self) -> _Message:
@@ -157,18 +172,16 @@ class BrokerCore:
         for exchange, queue, pattern in await q("SELECT exchange, queue, pattern FROM bindings"):
             self.bindings.setdefault(exchange, set()).add((queue, pattern))
         rows = await q(
-            "SELECT seq, queue, exchange, routing_key, message_id, headers, body, deliveries,"
-            " dead_reason FROM messages ORDER BY seq"
+            "SELECT seq, queue, exchange, routing_key, message_id, headers, body, deliveries"
+            " FROM messages ORDER BY seq"
         )
-        for seq, queue, exchange, key, message_id, headers, body, deliveries, dead in rows:
+        for seq, queue, exchange, key, message_id, headers, body, deliveries in rows:
             self._next_seq = max(self._next_seq, seq + 1)
             target = self.queues.setdefault(queue, _Queue(queue))
-            if dead is not None:
-                target.dead += 1
-                continue
             target.ready.append(_Message(seq, queue, exchange, key, message_id,
                                          json.loads(headers), bytes(body), deliveries))
-        waiting = sum(len(q.ready) for q in self.queues.values())
+        waiting = sum(len(q.ready) for q in self.queues.values()
+                      if not q.name.endswith(".dlq"))
         if waiting:
             log.info("broker reopened with messages to deliver",
                      extra={"messages": waiting, "directory": str(self.directory)})
@@ -203,8 +216,8 @@ class BrokerCore:
         if not targets:
             if mandatory:
                 raise TransientError(
-                    f"no queue is bound to exchange {exchange!r} for {routing_key!r}",
-                    reason="broker_refused",
+                    f"no queue would receive the message for exchange {exchange!r}",
+                    reason="unroutable",
                 )
             return 0
         messages: list[_Message] = []
@@ -231,28 +244,37 @@ class BrokerCore:
             [("UPDATE messages SET deliveries = ? WHERE seq = ?", (message.deliveries, message.seq))]
         )
 
-    async def settle(self, message: _Message, outcome: Outcome, reason: str = "") -> None:
-        """Ack, dead-letter or return ``message`` after its handler finished."""
+    async def settle(self, message: _Message, decision: Decision, attempt: int) -> None:
+        """Apply ``decision`` to ``message`` once its handler has finished."""
         queue = self.queues[message.queue]
-        statement: Statement
-        if outcome is Outcome.ACK:
-            statement = ("DELETE FROM messages WHERE seq = ?", (message.seq,))
-        elif outcome is Outcome.REJECT:
-            statement = ("UPDATE messages SET dead_reason = ? WHERE seq = ?",
-                         (reason or "rejected", message.seq))
-        else:
-            self.requeue_later(message, RETRY_DELAY)
+        if decision.action is Action.ACK:
+            await asyncio.shield(self.journal.write(
+                [("DELETE FROM messages WHERE seq = ?", (message.seq,))]))
+            queue.unacked.pop(message.seq, None)
             return
-        await asyncio.shield(self.journal.write([statement]))
+        if decision.action is Action.RETRY:
+            headers = retry_headers(message.headers, attempt + 1, decision)
+            target = queue
+        else:
+            headers = dead_letter_headers(message.headers, attempt, queue.name, decision)
+            target = await self.declare_queue(topology(queue.name).dead_letter_queue)
+        await asyncio.shield(self.journal.write([(
+            "UPDATE messages SET queue = ?, headers = ?, deliveries = 0 WHERE seq = ?",
+            (target.name, json.dumps(headers, default=str), message.seq),
+        )]))
         queue.unacked.pop(message.seq, None)
-        if outcome is Outcome.REJECT:
-            queue.dead += 1
+        message.queue, message.headers, message.deliveries = target.name, headers, 0
+        if decision.action is Action.RETRY:
+            target.unacked[message.seq] = message
+            self.requeue_later(message, decision.delay)
+        else:
+            target.put(message)
 
     def requeue_later(self, message: _Message, delay: float) -> None:
         def ready() -> None:
             self._timers.discard(timer)
             if message.queue in self.queues and self.users:
-                self.queues[message.queue].put(message, front=True)
+                self.queues[message.queue].put(message)
 
         timer = self.loop.call_later(delay, ready)
         self._timers.add(timer)
@@ -310,14 +332,26 @@ async def release_core(core: BrokerCore) -> None:
             await core.close()
 
 
+def _job_of(body: bytes) -> str:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return ""
+    job = value.get("job_id") if isinstance(value, dict) else None
+    return job if isinstance(job, str) else ""
+
+
 class _EmbeddedConsumer:
-    def __init__(self, core: BrokerCore, queue: _Queue, handler: Handler, prefetch: int) -> None:
+    def __init__(self, core: BrokerCore, queue: _Queue, handler: Handler, prefetch: int,
+                 policy: RetryPolicy) -> None:
         self._core = core
         self._queue = queue
         self._handler = handler
+        self._policy = policy
         self._slots = asyncio.Semaphore(prefetch)
         self._inflight: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._dispatcher = asyncio.create_task(self._dispatch(), name=f"consume-{self._queue.name}")
@@ -335,29 +369,21 @@ class _EmbeddedConsumer:
             task.add_done_callback(self._inflight.discard)
 
     async def _process(self, message: _Message) -> None:
+        name = self._queue.name
         try:
-            await self._core.delivered(message)
-            delivery = Delivery(
-                body=message.body,
-                message_id=message.message_id,
-                redelivered=message.deliveries > 1,
-                headers=dict(message.headers),
-                attempt=message.deliveries,
-            )
-            error: BaseException | None = None
-            try:
-                await self._handler(delivery)
-            except Exception as exc:  # noqa: BLE001 - the outcome decides
-                error = exc
-            outcome = outcome_of(error)
-            if outcome is Outcome.REJECT:
-                log.warning("message rejected: %s", error, extra={"message_id": message.message_id})
-            elif outcome is Outcome.RETRY:
-                log.warning("message returned for retry: %s", error,
-                            extra={"message_id": message.message_id})
-            await self._core.settle(message, outcome, str(getattr(error, "reason", "") or ""))
+            with job_context(_job_of(message.body)):
+                await self._core.delivered(message)
+                decision, attempt = await self._handle(message)
+                if decision is None:
+                    self._queue.put(message, front=True)
+                    MESSAGES.labels(name, "returned").inc()
+                    return
+                self._log(message, decision, attempt)
+                await self._core.settle(message, decision, attempt)
+                MESSAGES.labels(name, _OUTCOMES[decision.action]).inc()
         except asyncio.CancelledError:
             self._queue.put(message, front=True)
+            MESSAGES.labels(name, "returned").inc()
             raise
         except Exception:
             log.exception("message could not be settled; it will be delivered again")
@@ -365,8 +391,52 @@ class _EmbeddedConsumer:
         finally:
             self._slots.release()
 
+    async def _handle(self, message: _Message) -> tuple[Decision | None, int]:
+        """Run the handler (again while a backend is unavailable); None: stopped while held."""
+        attempt = attempt_of(message.headers)
+        delivery = Delivery(
+            body=message.body,
+            message_id=message.message_id,
+            redelivered=message.deliveries > 1,
+            headers=dict(message.headers),
+            attempt=attempt,
+            max_attempts=self._policy.max_attempts,
+        )
+        holds = 0
+        while True:
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                await self._handler(delivery)
+            except Exception as exc:  # noqa: BLE001 - the decision below handles it
+                error = exc
+            HANDLING.labels(self._queue.name).observe(time.perf_counter() - started)
+            decision = decide(error, attempt, self._policy, holds=holds)
+            if decision.action is not Action.HOLD:
+                return decision, attempt
+            MESSAGES.labels(self._queue.name, "held").inc()
+            log.warning("backend unavailable, holding the message for %.1fs: %s",
+                        decision.delay, decision.message,
+                        extra={"reason": decision.reason, "message_id": message.message_id})
+            try:
+                await asyncio.wait_for(self._stopping.wait(), decision.delay)
+            except TimeoutError:
+                holds += 1
+                continue
+            return None, attempt
+
+    def _log(self, message: _Message, decision: Decision, attempt: int) -> None:
+        extra = {"message_id": message.message_id, "attempt": attempt, "reason": decision.reason}
+        if decision.action is Action.RETRY:
+            log.warning("attempt %d failed, retrying in %.1fs: %s", attempt, decision.delay,
+                        decision.message, extra=extra)
+        elif decision.action is Action.DEAD_LETTER:
+            log.error("message dead-lettered to %s: %s",
+                      topology(self._queue.name).dead_letter_queue, decision.message, extra=extra)
+
     async def stop(self, grace: float) -> None:
         """Stop taking messages; after ``grace`` seconds, return unfinished ones."""
+        self._stopping.set()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
@@ -379,6 +449,9 @@ class _EmbeddedConsumer:
                 await asyncio.wait(pending)
 
 
+_OUTCOMES = {Action.ACK: "acked", Action.RETRY: "retried", Action.DEAD_LETTER: "dead_lettered"}
+
+
 class EmbeddedBroker:
     """:class:`~imgpipe.core.messaging.Broker` kept in a local directory."""
 
@@ -386,6 +459,7 @@ class EmbeddedBroker:
         self.directory = directory
         self._core: BrokerCore | None = None
         self._consumers: list[_EmbeddedConsumer] = []
+        self._queues: set[str] = set()
 
     async def connect(self) -> None:
         """Open the broker directory (shared with this process's other handles); idempotent."""
@@ -394,16 +468,19 @@ class EmbeddedBroker:
 
     def _open_core(self) -> BrokerCore:
         if self._core is None:
-            raise TransientError("the embedded broker is closed", reason="broker_unavailable")
+            raise Unavailable("the embedded broker is not open", reason="broker_unavailable")
         return self._core
 
     async def declare_exchange(self, exchange: str) -> None:
         await self._open_core().declare_exchange(exchange)
 
     async def declare_work_queue(self, exchange: str, queue: str | None = None) -> str:
-        """Declare ``exchange`` and a durable queue bound to it; return the queue name."""
+        """Declare ``exchange``, its durable work queue and dead-letter queue; return the queue."""
         name = queue or work_queue_name(exchange)
-        await self._open_core().bind(exchange, name, "#")
+        core = self._open_core()
+        await core.declare_queue(topology(name).dead_letter_queue)
+        await core.bind(exchange, name, "#")
+        self._queues.add(name)
         return name
 
     async def publish(
@@ -416,30 +493,54 @@ class EmbeddedBroker:
         mandatory: bool = True,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store the message durably in the queues it routes to (the confirm)."""
+        """Store the message durably in the queues it routes to (the confirm).
+
+        A ``mandatory`` message that no queue would receive raises
+        :class:`TransientError` (``unroutable``), as with RabbitMQ.
+        """
         core = self._open_core()
         try:
             await core.publish(exchange, routing_key or "event", body, message_id,
                                headers or {}, mandatory)
-        except (OSError, RuntimeError) as exc:
-            raise TransientError(f"the embedded broker could not store the message: {exc}",
-                                 reason="broker_unavailable") from exc
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            raise Unavailable(f"the embedded broker could not store the message: {exc}",
+                              reason="broker_unavailable") from exc
 
     async def consume(
         self, queue: str, handler: Handler, *, prefetch: int, retry: RetryPolicy | None = None
     ) -> Consumer:
+        """Consume ``queue`` with ``handler``, at most ``prefetch`` messages at a time."""
         core = self._open_core()
-        consumer = _EmbeddedConsumer(core, await core.declare_queue(queue), handler, prefetch)
+        consumer = _EmbeddedConsumer(core, await core.declare_queue(queue), handler, prefetch,
+                                     retry or RetryPolicy())
         consumer.start()
         self._consumers.append(consumer)
+        self._queues.add(queue)
         return consumer
 
     def counts(self, queue: str) -> dict[str, int]:
-        """Messages of ``queue``: ready, being handled, and dead-lettered."""
-        q = self._open_core().queues.get(queue)
-        if q is None:
-            return {"ready": 0, "unacked": 0, "dead": 0}
-        return {"ready": len(q.ready), "unacked": len(q.unacked), "dead": q.dead}
+        """Messages of ``queue``: ready, being handled, and in its dead-letter queue."""
+        queues = self._open_core().queues
+        q, dlq = queues.get(queue), queues.get(topology(queue).dead_letter_queue)
+        return {
+            "ready": len(q.ready) if q else 0,
+            "unacked": len(q.unacked) if q else 0,
+            "dead": len(dlq.ready) + len(dlq.unacked) if dlq else 0,
+        }
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each work queue and dead-letter queue this handle uses."""
+        queues = self._open_core().queues
+        depths = {}
+        for queue in sorted(self._queues):
+            for name in (queue, topology(queue).dead_letter_queue):
+                q = queues.get(name)
+                depths[name] = len(q.ready) + len(q.unacked) if q else 0
+        return depths
+
+    async def refresh_metrics(self) -> None:
+        for name, depth in (await self.queue_depths()).items():
+            QUEUE_DEPTH.labels(name).set(depth)
 
     async def check(self) -> None:
         self._open_core()
