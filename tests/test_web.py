@@ -55,11 +55,16 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page (own storage); fails the test on any uncaught script error."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
     try:
-        yield context.new_page()
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
     finally:
         context.close()
+    assert not errors, f"script errors on the page: {errors}"
 
 
 @pytest.fixture(scope="module")

@@ -62,10 +62,12 @@ async def test_page_and_its_files_are_served(upload: str) -> None:
     for needle in ('<label for="pipeline">', '<label for="preset">', 'id="files"',
                    'href="/static/app.css"', 'src="/static/app.js"', 'href="/api"'):
         assert needle in text
-    assert "http://" not in text and "https://" not in text  # no CDN
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
     for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
         status, body, headers = await call("GET", f"{upload}/static/{name}")
         assert status == 200 and kind in headers["Content-Type"] and body
+        text += body.decode()
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), "no CDN or remote resource"
     status, body, _ = await call("GET", f"{upload}/static/..%2f..%2fweb.py")
     assert status in (403, 404)
 

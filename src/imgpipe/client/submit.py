@@ -26,6 +26,8 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 )
 EXTENSIONS = {"jpeg": "jpg", "tiff": "tif"}
+KEEP_FINISHED_BARS = 20
+"""With more files than this, a file's bar goes away once it is uploaded."""
 
 
 class UsageError(Exception):
@@ -86,14 +88,17 @@ async def _upload_all(
     with _progress(console) as progress:
         overall = progress.add_task("[bold]all files", total=sum(i.size for i in items) or 1)
 
+        keep_finished = len(items) <= KEEP_FINISHED_BARS
+
         async def one(item: Item) -> None:
-            task = progress.add_task(item.path.name, total=item.size or 1)
+            task = progress.add_task(item.path.name, total=item.size or 1, visible=False)
 
             def advance(n: int) -> None:
                 progress.advance(task, n)
                 progress.advance(overall, n)
 
             async with limit:
+                progress.update(task, visible=True)
                 try:
                     item.job = await client.upload(item.path, pipeline=pipeline, progress=advance)
                 except ApiError as exc:
@@ -101,6 +106,8 @@ async def _upload_all(
                     progress.update(task, description=f"[red]{item.path.name} (refused)")
                 except OSError as exc:
                     item.error = ("unreadable", f"{item.path}: {exc.strerror or exc}")
+                if not keep_finished and not item.error:
+                    progress.update(task, visible=False)
 
         await asyncio.gather(*(one(item) for item in items))
 

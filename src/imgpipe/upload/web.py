@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from imgpipe.upload.app import Backends
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 MAX_IDS = 100
 LIST_CONCURRENCY = 8
 JOB_ID_LENGTH = 32
@@ -62,7 +64,12 @@ def _is_job_id(text: str) -> bool:
 
 async def index(request: web.Request) -> web.FileResponse:
     """The page: upload images, follow their jobs, see results and provenance."""
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return web.FileResponse(STATIC_DIR / "index.html", headers={
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": PAGE_CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    })
 
 
 async def get_presets(request: web.Request) -> web.Response:
