@@ -38,9 +38,12 @@ def imgpipe_url(
         system.stop_all()
 
 
-def imgpipe(*args: str | Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
+def imgpipe(
+    *args: str | Path, url: str | None = None, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     extra = ["--url", url] if url else []
-    env = {k: v for k, v in os.environ.items() if k != "IMGPIPE_URL"} | {"COLUMNS": "400"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
+    env |= {"COLUMNS": "400", **env_vars}
     return subprocess.run([*IMGPIPE, *map(str, args), *extra], capture_output=True, text=True,
                           timeout=120, env=env, check=False)
 
@@ -125,3 +128,20 @@ def test_jobs_unknown_and_usage_errors(imgpipe_url: str, tmp_path: Path) -> None
     (tmp_path / "one.png").write_bytes(image_bytes(20, 20, ".png"))
     down = imgpipe("submit", tmp_path / "one.png", "--url", "http://127.0.0.1:9")
     assert down.returncode == 1 and "unreachable" in down.stdout
+
+
+def test_token_from_flag_or_environment(system_env: System, tmp_path: Path) -> None:
+    system_env.start("upload-server", UPLOAD_API_TOKENS="client-test-token")
+    asyncio.run(system_env.wait_ready("upload-server"))
+    url = system_env.upload_url
+    image = tmp_path / "one.png"
+    image.write_bytes(image_bytes(40, 30, ".png"))
+    refused = imgpipe("submit", image, "--preset", "thumbnail", url=url)
+    assert refused.returncode == 1 and "missing_token" in refused.stdout
+    wrong = imgpipe("submit", image, url=url, IMGPIPE_TOKEN="nope")
+    assert wrong.returncode == 1 and "invalid_token" in wrong.stdout
+    sent = imgpipe("submit", image, "--token", "client-test-token", url=url)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    [job_id] = set(JOB_ID.findall(sent.stdout))
+    shown = imgpipe("jobs", job_id, url=url, IMGPIPE_TOKEN="client-test-token")
+    assert shown.returncode == 0 and "queued" in shown.stdout

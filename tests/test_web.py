@@ -32,6 +32,7 @@ pytestmark = [
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
 DONE_TIMEOUT_MS = 60_000
+TOKEN = "page-test-token"
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -67,19 +68,32 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"script errors on the page: {errors}"
 
 
-@pytest.fixture(scope="module")
-def imgpipe_url(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The four services, shared by this module's tests; yields the upload service's URL."""
-    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server,
-                    tmp_path_factory.mktemp("web"))
+def _system(servers: tuple[str, Any, Any], logs: Path, **env: str) -> Iterator[str]:
+    system = System(f"t-{uuid.uuid4().hex[:8]}", *servers, logs)
+    system.env.update(env)
     try:
         with ThreadPoolExecutor(1) as thread:  # Playwright's sync API runs a loop in this one
             thread.submit(lambda: asyncio.run(system.start_all())).result()
         yield system.upload_url
     finally:
         system.stop_all()
+
+
+@pytest.fixture(scope="module")
+def imgpipe_url(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The four services, shared by this module's tests; yields the upload service's URL."""
+    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture
+def secured_url(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path: Path
+) -> Iterator[str]:
+    """The four services with UPLOAD_API_TOKENS set (token: TOKEN)."""
+    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path,
+                       UPLOAD_API_TOKENS=f"other-token,{TOKEN}")
 
 
 @pytest.fixture
@@ -180,7 +194,7 @@ def test_refusals_are_shown_with_their_reason(
 
     page.fill("#pipeline", "frobnicate")
     page.set_input_files("#files", images["logo.png"])
-    expect(page.locator("#pipeline-status")).to_contain_text("Fix the pipeline")
+    expect(page.locator("#pipeline-status")).to_contain_text("Cannot upload yet")
     expect(page.locator("li.job", has_text="logo.png")).to_have_count(0)
     expect(page.locator("#pipeline")).to_be_focused()
     shot(page, "refused")
@@ -210,3 +224,31 @@ def test_phone_width(page: Page, imgpipe_url: str, images: dict[str, Path]) -> N
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px at phone width"
     shot(page, "phone")
+
+
+def test_api_tokens(page: Page, secured_url: str, images: dict[str, Path]) -> None:
+    page.goto(secured_url + "/")
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#token")).to_be_focused()
+    expect(page.locator("#token-status")).to_contain_text("token")
+    page.fill("#token", TOKEN)
+    page.keyboard.press("Enter")
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.locator("#preset option[value=thumbnail]")).to_have_count(1)
+    page.fill("#pipeline", "resize:w=300/format:png")
+    expect(page.locator("#pipeline-status")).to_have_text("✓ resize:w=300/format:png")
+    page.set_input_files("#files", images["photo.jpg"])
+    job = page.locator("li.job", has_text="photo.jpg")
+    expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+    output = job.locator("figure.output img")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 300",
+                           arg=output.element_handle())
+    assert output.get_attribute("src").startswith("blob:")
+    with page.expect_download() as info:
+        job.locator("a.download").click()
+    assert info.value.suggested_filename == "photo-0.png"
+    job.locator("details.provenance summary").click()
+    expect(job.locator(".prov-activity").first).to_contain_text("upload of photo.jpg")
+    shot(page, "token")
+    assert page.request.get(secured_url + "/api").status == 200
+    assert page.request.get(secured_url + "/presets").status == 401

@@ -166,7 +166,7 @@ def _raised_reasons() -> set[str]:
             continue
         for match in pattern.finditer(path.read_text()):
             found.add(match.group(1) or match.group(2))
-    return found | {"backend_unavailable", "not_found", "method_not_allowed"}
+    return found | {"backend_unavailable", "not_found", "method_not_allowed", "missing_token"}
 
 
 async def test_openapi_describes_every_route_and_reason(upload: str) -> None:

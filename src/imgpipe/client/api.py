@@ -48,13 +48,14 @@ async def _file_chunks(path: Path, progress: Progress | None) -> AsyncIterator[b
 class Client:
     """Upload images, read jobs, download outputs. Use as ``async with Client(url) as c``."""
 
-    def __init__(self, base_url: str, *, timeout: float = 300.0) -> None:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 300.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

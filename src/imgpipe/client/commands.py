@@ -17,6 +17,10 @@ def _url(args: argparse.Namespace) -> str:
     return str(args.url or os.environ.get("IMGPIPE_URL") or DEFAULT_URL)
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    return str(args.token or os.environ.get("IMGPIPE_TOKEN") or "") or None
+
+
 def _submit(args: argparse.Namespace) -> int:
     from imgpipe.client.submit import submit
 
@@ -24,6 +28,7 @@ def _submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(
         args.paths, url=_url(args), pipeline=args.preset or args.pipeline, wait=args.wait,
         out=args.out, timeout=args.timeout, parallel=args.parallel, console=console,
+        token=_token(args),
     ))
 
 
@@ -31,12 +36,13 @@ def _jobs(args: argparse.Namespace) -> int:
     from imgpipe.client.show import show_jobs
 
     return asyncio.run(show_jobs(args.job_ids, url=_url(args), as_json=args.json,
-                                 console=Console()))
+                                 console=Console(), token=_token(args)))
 
 
 def add_client_commands(sub: Any) -> None:
     """Register ``submit`` and ``jobs`` on the ``imgpipe`` command's subparsers."""
     url_help = f"the upload service (env IMGPIPE_URL, default {DEFAULT_URL})"
+    token_help = "API token, when the service sets UPLOAD_API_TOKENS (better: env IMGPIPE_TOKEN)"
     submit = sub.add_parser(
         "submit", help="Upload images to imgpipe, optionally wait and download the outputs.",
         description="Upload images (directories recursively) with a progress bar per file; "
@@ -53,6 +59,7 @@ def add_client_commands(sub: Any) -> None:
     submit.add_argument("--out", type=Path, metavar="DIR",
                         help="download the outputs into DIR (implies --wait)")
     submit.add_argument("--url", help=url_help)
+    submit.add_argument("--token", help=token_help)
     submit.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                         help="how long --wait waits (default 600)")
     submit.add_argument("--parallel", type=int, default=4, choices=range(1, 33), metavar="N",
@@ -64,5 +71,6 @@ def add_client_commands(sub: Any) -> None:
                                       "Exit status 1 if a job is unknown or failed.")
     jobs.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     jobs.add_argument("--url", help=url_help)
+    jobs.add_argument("--token", help=token_help)
     jobs.add_argument("--json", action="store_true", help="print the job's JSON as the API gives it")
     jobs.set_defaults(func=_jobs)

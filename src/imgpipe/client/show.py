@@ -64,10 +64,12 @@ def print_job(view: dict[str, Any], console: Console, base_url: str) -> None:
         console.print(table)
 
 
-async def show_jobs(job_ids: list[str], *, url: str, as_json: bool, console: Console) -> int:
+async def show_jobs(
+    job_ids: list[str], *, url: str, as_json: bool, console: Console, token: str | None = None
+) -> int:
     """Print each job; exit status 1 when one is unknown or failed."""
     status = 0
-    async with Client(url) as client:
+    async with Client(url, token=token) as client:
         for job_id in job_ids:
             try:
                 view = await client.job(job_id)

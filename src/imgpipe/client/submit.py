@@ -189,7 +189,7 @@ def _summary(items: list[Item], console: Console) -> None:
 
 async def submit(
     paths: list[Path], *, url: str, pipeline: str | None, wait: bool, out: Path | None,
-    timeout: float, parallel: int, console: Console,
+    timeout: float, parallel: int, console: Console, token: str | None = None,
 ) -> int:
     """Run ``imgpipe submit``; the exit status: 0 all good, 1 a file failed, 2 unusable input."""
     try:
@@ -198,13 +198,13 @@ async def submit(
         console.print(f"[red]imgpipe submit:[/red] {exc}")
         return 2
     items = [Item(path=p, size=p.stat().st_size) for p in files]
-    async with Client(url) as client:
+    async with Client(url, token=token) as client:
         if pipeline:
             try:
                 checked = await client.validate(pipeline)
             except ApiError as exc:
-                if exc.status is None:
-                    console.print(f"[red]imgpipe submit: cannot reach the service:[/red] {exc.message}")
+                if exc.status is None or exc.status == 401:
+                    console.print(f"[red]imgpipe submit: {exc.reason}:[/red] {exc.message}")
                     return 1
                 console.print(f"[red]imgpipe submit: pipeline refused ({exc.reason}):[/red] "
                               f"{exc.message}")

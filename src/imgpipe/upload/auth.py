@@ -18,7 +18,7 @@ from imgpipe.core.http import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PAGES = frozenset({"/", "/index.html", "/favicon.ico", "/openapi.json", "/openapi.yaml",
-                          "/docs"})
+                          "/docs", "/api"})
 PUBLIC_PREFIXES = ("/static/",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

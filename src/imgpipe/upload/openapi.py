@@ -22,6 +22,10 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "missing_file": (400, "The upload holds no 'file' part."),
     "too_many_files": (413, "More files in one upload than UPLOAD_MAX_FILES allows."),
     "empty_file": (400, "A 'file' part is empty."),
+    "invalid_filename": (400, "A file name holds a path, control characters or more than 255 characters."),
+    "upload_timeout": (408, "The client sent nothing for UPLOAD_READ_TIMEOUT seconds; nothing was kept."),
+    "missing_token": (401, "UPLOAD_API_TOKENS is set and the request has no 'Authorization: Bearer' token."),
+    "invalid_token": (401, "The bearer token is not one of UPLOAD_API_TOKENS."),
     "unsupported_format": (415, "A file is not JPEG, PNG, GIF, WebP, TIFF, AVIF or HEIF (sniffed from its bytes)."),
     "too_large": (413, "A file is larger than UPLOAD_MAX_BYTES."),
     "invalid_pipeline": (400, "The pipeline does not parse or validate; the message names the step and parameter."),
@@ -43,10 +47,13 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "invalid_sha256": (400, "The sha256 in the path is not 64 hexadecimal digits."),
     "content_not_found": (404, "No provenance record mentions this sha256."),
     "imageproc_unavailable": (503, "Verification could not reach imageproc; retry later."),
+    "imageproc_timeout": (503, "Verification: imageproc did not answer in time; retry later."),
     "not_found": (404, "No such route."),
     "method_not_allowed": (405, "The route exists but not with this method."),
     "storage_unavailable": (503, "S3 is unreachable; retry later."),
+    "storage_error": (503, "S3 refused a request of the service (e.g. its credentials); retry later."),
     "broker_unavailable": (503, "RabbitMQ is unreachable; the upload was not queued, retry later."),
+    "unroutable": (503, "No queue would receive the job's event (the system is misconfigured); nothing was queued."),
     "broker_refused": (503, "RabbitMQ refused the job's event; the upload was not queued, retry later."),
     "provenance_unavailable": (503, "CouchDB is unreachable; retry later."),
     "backend_unavailable": (503, "A backend is unreachable; retry later."),
@@ -109,9 +116,10 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Upload images; one job per file", {
                 "202": _json(_ref("UploadAccepted"), "Accepted: every file is stored and queued."),
                 **_errors("expected_multipart", "invalid_form", "unknown_field", "field_too_long",
-                          "missing_file", "too_many_files", "empty_file", "unsupported_format",
-                          "too_large", "invalid_pipeline", "unknown_preset", "broker_unavailable",
-                          "broker_refused", *UNAVAILABLE),
+                          "missing_file", "too_many_files", "empty_file", "invalid_filename",
+                          "unsupported_format", "too_large", "upload_timeout", "invalid_pipeline",
+                          "unknown_preset", "broker_unavailable", "broker_refused", "unroutable",
+                          "storage_error", *UNAVAILABLE),
             },
             params=[PIPELINE_QUERY],
             body={"required": True, "content": {"multipart/form-data": {"schema": {
@@ -173,7 +181,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/jobs/{job_id}/verify": {"post": _op(
             "Re-run the job's recorded steps and compare hashes", {
                 "200": _json(_ref("Verification"), "The verification report."),
-                **_errors("job_not_found", "provenance_pending", "imageproc_unavailable",
+                **_errors("job_not_found", "provenance_pending", "imageproc_unavailable", "imageproc_timeout",
                           *UNAVAILABLE),
             },
             params=[JOB_PARAM], tag="provenance",
@@ -336,11 +344,26 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+#: Answered without a token even when UPLOAD_API_TOKENS is set (see upload/auth.py).
+PUBLIC = frozenset({"/", "/api", "/openapi.json", "/static/{path}", "/healthz", "/readyz",
+                    "/metrics"})
+
+
+def _secured(path: str, op: dict[str, Any]) -> dict[str, Any]:
+    if path in PUBLIC:
+        return {**op, "security": []}
+    responses = {**op["responses"], **_errors("missing_token", "invalid_token")}
+    responses.pop("500", None)
+    responses["500"] = _errors()["500"]
+    return {**op, "responses": dict(sorted(responses.items()))}
+
+
 def openapi_document(routes: set[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The OpenAPI document; with ``routes`` ({(METHOD, path)}), only those operations."""
     paths: dict[str, dict[str, Any]] = {}
     for path, ops in _paths().items():
-        kept = {m: op for m, op in ops.items() if routes is None or (m.upper(), path) in routes}
+        kept = {m: _secured(path, op) for m, op in ops.items()
+                if routes is None or (m.upper(), path) in routes}
         if kept:
             paths[path] = kept
     return {
@@ -352,7 +375,12 @@ def openapi_document(routes: set[tuple[str, str]] | None = None) -> dict[str, An
                            "Every refusal is JSON: {\"error\": {\"reason\", \"message\"}}.",
         },
         "paths": paths,
-        "components": {"schemas": _schemas()},
+        "security": [{}, {"bearer": []}],
+        "components": {"schemas": _schemas(), "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "Needed only when the service sets UPLOAD_API_TOKENS; "
+                           "the page, this description and the ops routes stay public.",
+        }}},
         "x-error-reasons": {
             reason: {"status": status, "description": text}
             for reason, (status, text) in ERROR_REASONS.items()

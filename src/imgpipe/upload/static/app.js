@@ -5,6 +5,7 @@
 const POLL_MS = 1000;
 const PARALLEL_UPLOADS = 3;
 const STORE_KEY = "imgpipe.jobs";
+const TOKEN_KEY = "imgpipe.token";
 const FINISHED = new Set(["done", "failed", "missing"]);
 const LABELS = {
   uploading: "Uploading", queued: "Uploaded · queued", processing: "Processing",
@@ -50,6 +51,56 @@ function announce(text) {
   setTimeout(() => { live.textContent = text; }, 50);
 }
 
+/* ---------------------------------------------------------------- API tokens */
+
+function token() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+}
+
+function authHeaders(extra = {}) {
+  return token() ? { ...extra, Authorization: `Bearer ${token()}` } : extra;
+}
+
+function askForToken(err) {
+  const form = $("#token-form");
+  $("#token-status").textContent = err.message || "This imgpipe needs an API token.";
+  if (form.hidden) {
+    form.hidden = false;
+    $("#token").focus();
+  }
+}
+
+/* fetch() with the API token when one is set; a 401 asks the user for a token. */
+async function api(url, options = {}) {
+  const resp = await fetch(url, { ...options, headers: authHeaders(options.headers || {}) });
+  if (resp.status === 401) askForToken(await errorOf(resp.clone()));
+  return resp;
+}
+
+/* Images and downloads: plain URLs, or blob URLs fetched with the token when one is set. */
+function setImage(img, url) {
+  if (!token()) { img.src = url; return; }
+  api(url).then((resp) => (resp.ok ? resp.blob() : null)).then((blob) => {
+    if (blob) img.src = URL.createObjectURL(blob);
+  });
+}
+
+function authLink(link) {
+  link.addEventListener("click", async (ev) => {
+    if (!token()) return;
+    ev.preventDefault();
+    const resp = await api(link.getAttribute("href"));
+    if (!resp.ok) return;
+    const blobUrl = URL.createObjectURL(await resp.blob());
+    const a = h("a", { href: blobUrl, download: link.getAttribute("download") || "" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(blobUrl), 60000);
+  });
+  return link;
+}
+
 async function errorOf(resp) {
   try {
     const body = await resp.json();
@@ -82,7 +133,7 @@ async function validatePipeline() {
     return;
   }
   try {
-    const resp = await fetch(`/pipelines/validate?pipeline=${encodeURIComponent(spec)}`);
+    const resp = await api(`/pipelines/validate?pipeline=${encodeURIComponent(spec)}`);
     if (seq !== validateSeq) return;
     if (resp.ok) {
       const body = await resp.json();
@@ -106,7 +157,8 @@ function scheduleValidation() {
 async function loadPresets() {
   const select = $("#preset");
   try {
-    const resp = await fetch("/presets");
+    const resp = await api("/presets");
+    if (!resp.ok) throw new Error(`presets: ${resp.status}`);
     const body = await resp.json();
     select.replaceChildren(...body.presets.map((p) =>
       h("option", { value: p.name, selected: p.name === body.default }, `${p.name} — ${p.pipeline}`)));
@@ -189,8 +241,8 @@ function renderResults(job) {
   const { view } = job;
   const input = view.input || {};
   const inCaption = caption("Input", [(input.format || "").toUpperCase(), null, fmtSize(input.size)]);
-  const inImg = h("img", { src: `/jobs/${job.id}/input`, alt: `Input: ${job.filename || job.id}`,
-                           loading: "lazy" });
+  const inImg = h("img", { alt: `Input: ${job.filename || job.id}` });
+  setImage(inImg, `/jobs/${job.id}/input`);
   inImg.addEventListener("load", () => {
     inCaption.replaceWith(caption("Input", [(input.format || "").toUpperCase(),
       `${inImg.naturalWidth}×${inImg.naturalHeight}`, fmtSize(input.size)]));
@@ -198,12 +250,14 @@ function renderResults(job) {
   const figures = [h("figure", { class: "input" }, inImg, inCaption)];
   view.outputs.forEach((out, i) => {
     const name = `${(job.filename || job.id).replace(/\.[^.]*$/, "")}-${i}.${out.format || "bin"}`;
-    figures.push(h("figure", { class: "output" },
-      h("img", { src: out.url, alt: `Output ${i + 1} of ${job.filename || job.id}`, loading: "lazy" }),
+    const img = h("img", { alt: `Output ${i + 1} of ${job.filename || job.id}` });
+    setImage(img, out.url);
+    figures.push(h("figure", { class: "output" }, img,
       caption(`Output ${i + 1}`, [(out.format || "").toUpperCase(),
         out.width && out.height ? `${out.width}×${out.height}` : null, fmtSize(out.size)]),
       h("p", { class: "hint" }, h("code", {}, out.pipeline || "")),
-      h("a", { href: out.url, download: name, class: "download" }, `Download ${out.format || "output"}`)));
+      authLink(h("a", { href: out.url, download: name, class: "download" },
+        `Download ${out.format || "output"}`))));
   });
   box.replaceChildren(...figures);
   box.hidden = false;
@@ -304,11 +358,12 @@ function renderJobSummary(view) {
 async function loadProvenance(job) {
   const body = $(".prov-body", job.el);
   const url = (job.view && job.view.provenance_url) || `/jobs/${job.id}/provenance`;
-  const links = h("p", {}, h("a", { href: url, class: "prov-json" }, "Raw PROV-JSON"), " · ",
-    h("a", { href: `${url}?format=provn` }, "PROV-N"));
+  const links = h("p", {},
+    authLink(h("a", { href: url, class: "prov-json", download: `${job.id}.prov.json` }, "Raw PROV-JSON")),
+    " · ", authLink(h("a", { href: `${url}?format=provn`, download: `${job.id}.provn` }, "PROV-N")));
   let content;
   try {
-    const resp = await fetch(url, { headers: { Accept: "application/json" } });
+    const resp = await api(url, { headers: { Accept: "application/json" } });
     if (resp.ok) {
       content = renderProv(await resp.json());
     } else {
@@ -329,6 +384,7 @@ function upload(job, file, pipeline) {
     const xhr = new XMLHttpRequest();
     const url = "/upload" + (pipeline ? `?pipeline=${encodeURIComponent(pipeline)}` : "");
     xhr.open("POST", url);
+    if (token()) xhr.setRequestHeader("Authorization", `Bearer ${token()}`);
     xhr.responseType = "json";
     xhr.upload.addEventListener("progress", (ev) => {
       if (!ev.lengthComputable) return;
@@ -348,6 +404,7 @@ function upload(job, file, pipeline) {
         schedulePoll(0);
       } else {
         job.error = body.error || { reason: `http_${xhr.status}`, message: "The upload was refused." };
+        if (xhr.status === 401) askForToken(job.error);
         setStatus(job, "failed");
       }
       resolve();
@@ -377,7 +434,7 @@ async function uploadFiles(files) {
   clearTimeout(validateTimer);
   await validatePipeline();
   if (!pipelineState.ok) {
-    showPipeline(false, `✗ Fix the pipeline before uploading: ${pipelineState.error.message}`);
+    showPipeline(false, `✗ Cannot upload yet: ${pipelineState.error.message}`);
     $("#pipeline").focus();
     return;
   }
@@ -399,7 +456,7 @@ async function poll() {
   const open = jobs.filter((j) => j.id && !FINISHED.has(j.status)).slice(0, 100);
   if (!open.length) return;
   try {
-    const resp = await fetch(`/jobs?ids=${open.map((j) => j.id).join(",")}`);
+    const resp = await api(`/jobs?ids=${open.map((j) => j.id).join(",")}`);
     if (resp.ok) {
       const body = await resp.json();
       const byId = new Map(body.jobs.map((v) => [v.job_id, v]));
@@ -448,6 +505,14 @@ function wire() {
     drop.addEventListener(type, () => drop.classList.remove("over"));
   }
   drop.addEventListener("drop", (ev) => { ev.preventDefault(); uploadFiles(ev.dataTransfer.files); });
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    try { sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()); } catch (_) { /* private mode */ }
+    $("#token-form").hidden = true;
+    loadPresets();
+    jobs.forEach((job) => { job.shown = ""; render(job); });
+    schedulePoll(0);
+  });
   $("#clear-jobs").addEventListener("click", () => {
     for (const job of jobs.filter((j) => FINISHED.has(j.status))) {
       job.el.remove();
