@@ -237,11 +237,12 @@ async def _bench_restart(root: Path, jobs: int, batch: int, port: int, png: byte
     async with aiohttp.ClientSession() as session:
         while True:
             try:
-                async with session.get(f"{url}/healthz") as resp:
+                async with session.get(f"{url}/readyz") as resp:
                     if resp.status == 200:
                         break
             except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
+                pass
+            await asyncio.sleep(0.05)
         for _ in range(0, jobs, batch):
             ids += await _submit(session, url, png, batch)
     stop.set()
