@@ -531,7 +531,7 @@ def s3_ports(ports: str | dict[str, int] = "auto") -> dict[str, int]:
         return dict(S3_DEFAULT_PORTS)
     # S3_PORT_NAMES ends with the admin pair.
     return dict(
-        zip(S3_PORT_NAMES, free_ports(len(S3_PORT_NAMES), pair_offset=S3_ADMIN_GRPC_OFFSET))
+        zip(S3_PORT_NAMES, free_ports(len(S3_PORT_NAMES), pair_offset=S3_ADMIN_GRPC_OFFSET), strict=True)
     )
 
 

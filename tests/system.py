@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import urllib.error
-import urllib.request
-import uuid
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any

@@ -8,7 +8,7 @@ import time: call :func:`load` from the edge of the program.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -254,7 +254,9 @@ def load(cls: type[S], **overrides: object) -> S:
     names the variable, e.g. ``AMQP_PORT: Input should be a valid integer``.
     """
     try:
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
+        build: Any = cls
+        settings: S = build(**{k: v for k, v in overrides.items() if v is not None})
+        return settings
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -72,7 +72,7 @@ class ImageEvent(_Model):
     event is the next runner's input event.
     """
 
-    schema_: Literal["imgpipe.image-event/1"] = Field(default=IMAGE_EVENT_SCHEMA, alias="schema")
+    schema_: Literal["imgpipe.image-event/1"] = Field(default="imgpipe.image-event/1", alias="schema")
     event_id: str = Field(default_factory=new_id)
     kind: Literal["uploaded", "processed"]
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
@@ -108,7 +108,7 @@ class ProvenanceEvent(_Model):
     """
 
     schema_: Literal["imgpipe.provenance-event/1"] = Field(
-        default=PROVENANCE_EVENT_SCHEMA, alias="schema"
+        default="imgpipe.provenance-event/1", alias="schema"
     )
     event_id: str
     kind: ProvenanceKind

@@ -38,7 +38,7 @@ def summarize(job_id: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_kind.setdefault(str(doc.get("kind")), []).append(doc)
-    received = (by_kind.get("job.received") or [None])[0]
+    received: dict[str, Any] | None = next(iter(by_kind.get("job.received", [])), None)
     completed = by_kind.get("step.completed", [])
     failed = by_kind.get("step.failed", [])
     started = by_kind.get("step.started", [])
