@@ -32,8 +32,10 @@ def ref(label: str, bucket: str = "out", **extra: Any) -> ObjectRef:
 
 def event(kind: ProvenanceKind, job_id: str, stage: str, pipeline: str = "", *,
           at: int = 0, **fields: Any) -> ProvenanceEvent:
+    source = fields["input"].sha256 if pipeline and fields.get("input") else ""
     return ProvenanceEvent(
-        event_id=provenance_event_id(job_id, stage, kind, pipeline), kind=kind, job_id=job_id,
+        event_id=provenance_event_id(job_id, stage, kind, pipeline, source), kind=kind,
+        job_id=job_id,
         stage=stage, pipeline=pipeline or None, time=T0 + timedelta(seconds=at), **fields)
 
 

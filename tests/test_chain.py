@@ -70,3 +70,23 @@ async def test_two_stage_chain_has_lineage_from_upload_to_final_output(system: S
         sha: next(len(line) - len(line.lstrip(" │├└─")) for line in tree if sha[:12] in line)
         for sha in (original, thumb, final)}
     assert depth[original] < depth[thumb] < depth[final]
+
+
+async def test_chained_stage_after_several_pipelines_keeps_every_step(system: System) -> None:
+    """The second stage runs one pipeline over each of the first stage's outputs of a job:
+    each run is its own step (own output key, own records), and each verifies."""
+    second = await start_second_stage(system)
+    presets = ("thumbnail", "lossless", "avatar")
+    job_id = await submit(system, image_bytes(640, 480, ".png"), *presets)
+    view = await wait_done(system, job_id, outputs=2 * len(presets))
+    dithered = [o for o in view["outputs"] if o["stage"] == second]
+    assert len(dithered) == len(presets)
+    assert len({o["location"] for o in dithered}) == len(presets)
+
+    status, lineage = await call(system, "GET", f"/lineage/{view['input']['sha256']}")
+    assert status == 200 and len(lineage["descendants"]) == 2 * len(presets)
+    assert len([s for s in lineage["steps"] if s["stage"] == second]) == len(presets)
+
+    report = await verify(system, job_id)
+    assert report["outcome"] == "verified", report
+    assert len(report["steps"]) == 2 * len(presets)

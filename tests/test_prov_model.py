@@ -67,8 +67,8 @@ def test_job_bundle_links_upload_and_chained_stages() -> None:
     assert entities[thumb].get_attribute("prov:location") == {f"s3://out/objects/{job_id}-thumb"}
     activities = {r.identifier.localpart for r in records(document, "Activity")}
     assert activities == {f"{job_id}.upload", provmodel.step_id(job_id, "thumbnailed",
-                          "resize:w=256,h=256/format:png").localpart,
-                          provmodel.step_id(job_id, "dithered", "dither/format:png").localpart}
+                          "resize:w=256,h=256/format:png", original).localpart,
+                          provmodel.step_id(job_id, "dithered", "dither/format:png", thumb).localpart}
     agents = {r.identifier.localpart for r in records(document, "Agent")}
     assert agents == {"imgpipe-upload-0.1.0", "imgpipe-runner-0.1.0", "libvips-8.18.7", "127.0.0.1"}
     assert len(records(document, "Attribution")) == 3  # upload to its client, outputs to the runner
@@ -78,7 +78,8 @@ def test_step_activity_records_pipeline_operations_and_times() -> None:
     job_id, events = chain()
     document = provmodel.job_document(job_id, docs_of(events))
     [activity] = [r for r in records(document, "Activity")
-                  if r.identifier == provmodel.step_id(job_id, "dithered", "dither/format:png")]
+                  if r.identifier == provmodel.step_id(job_id, "dithered", "dither/format:png",
+                                                       sha(f"{job_id}-thumb"))]
     assert activity.get_attribute("imgpipe:pipeline") == {"dither/format:png"}
     [operations] = activity.get_attribute("imgpipe:operations")
     assert json.loads(operations) == [{"op": "dither"}, {"op": "format", "format": "png"}]
@@ -102,7 +103,7 @@ def test_failed_attempt_then_completion_is_one_activity() -> None:
     events += step(job_id, "retried", "format:png", source, target, at=7, attempt=2)[1:]
     document = provmodel.job_document(job_id, docs_of(events))
     assert_valid(document)
-    activity_id = provmodel.step_id(job_id, "retried", "format:png")
+    activity_id = provmodel.step_id(job_id, "retried", "format:png", source.sha256)
     assert len([r for r in records(document, "Activity") if r.identifier == activity_id]) == 1
     [ended] = records(document, "End")
     assert ended.get_attribute("imgpipe:reason") == {"bad_image"}

@@ -127,7 +127,8 @@ async def test_a_record_that_does_not_match_its_output_differs(
     job_id = await submit(system, image_bytes(320, 200, ".jpg"), "dither")
     view = await wait_done(system, job_id)
     pipeline = view["outputs"][0]["pipeline"]
-    doc_id = provenance_event_id(job_id, view["outputs"][0]["stage"], "step.completed", pipeline)
+    doc_id = provenance_event_id(job_id, view["outputs"][0]["stage"], "step.completed", pipeline,
+                                 view["input"]["sha256"])
 
     def other_output(doc: dict[str, Any]) -> None:
         doc["output"]["sha256"] = hashlib.sha256(b"something else").hexdigest()

@@ -58,18 +58,20 @@ def _sha(doc: Mapping[str, Any], side: str) -> str | None:
     return str(value) if value else None
 
 
-def step_key(doc: Mapping[str, Any]) -> tuple[str, str, str]:
-    """What identifies a step: job, stage and pipeline."""
-    return (str(doc.get("job_id")), str(doc.get("stage")), str(doc.get("pipeline") or ""))
+def step_key(doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What identifies a step: job, stage, pipeline and input (a chained stage may run
+    one pipeline over several images of a job)."""
+    return (str(doc.get("job_id")), str(doc.get("stage")), str(doc.get("pipeline") or ""),
+            _sha(doc, "input") or "")
 
 
 def steps(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per step (job, stage, pipeline) with its outcome, oldest first.
+    """One entry per step (job, stage, pipeline, input) with its outcome, oldest first.
 
     A step that completed counts as completed even if an earlier attempt
     failed; one that only started is ``started``.
     """
-    by_step: dict[tuple[str, str, str], dict[str, Any]] = {}
+    by_step: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     rank = {"step.started": 0, "step.failed": 1, "step.completed": 2}
     for doc in docs:
         kind = str(doc.get("kind"))

@@ -133,6 +133,14 @@ class ProvenanceEvent(_Model):
         return self.model_dump_json(by_alias=True).encode()
 
 
-def provenance_event_id(job_id: str, stage: str, kind: ProvenanceKind, pipeline: str = "") -> str:
-    """The document id of a provenance fact: one per job, stage, pipeline and kind."""
-    return f"{job_id}-{stage}-{kind}-{stable_id(pipeline)[:12]}"
+def provenance_event_id(
+    job_id: str, stage: str, kind: ProvenanceKind, pipeline: str = "", source: str = ""
+) -> str:
+    """The document id of a provenance fact: one per job, stage, pipeline, input and kind.
+
+    ``source`` (the input's sha256) tells apart the steps of a stage that runs
+    one pipeline over several images of a job: a chained stage after a stage
+    that ran several pipelines.
+    """
+    key = stable_id(pipeline, source) if source else stable_id(pipeline)
+    return f"{job_id}-{stage}-{kind}-{key[:12]}"

@@ -73,9 +73,9 @@ def upload_id(job_id: str) -> QualifiedName:
     return JOB[f"{job_id}.upload"]
 
 
-def step_id(job_id: str, stage: str, pipeline: str) -> QualifiedName:
-    """The activity of one stage running one pipeline for one job."""
-    return JOB[f"{job_id}.{_slug(stage)}.{stable_id(stage, pipeline)[:12]}"]
+def step_id(job_id: str, stage: str, pipeline: str, source: str = "") -> QualifiedName:
+    """The activity of one stage running one pipeline over one input (``source``) of a job."""
+    return JOB[f"{job_id}.{_slug(stage)}.{stable_id(stage, pipeline, source)[:12]}"]
 
 
 def bundle_id(job_id: str) -> QualifiedName:
@@ -160,7 +160,8 @@ def _received(doc: ProvBundle, event: ProvenanceEvent) -> None:
 
 def _step(doc: ProvBundle, event: ProvenanceEvent) -> None:
     pipeline = event.pipeline or ""
-    activity = step_id(event.job_id, event.stage, pipeline)
+    source = event.input.sha256 if event.input is not None else ""
+    activity = step_id(event.job_id, event.stage, pipeline, source)
     attrs: dict[Any, Any] = {
         PROV_TYPE: IMGPIPE["Step"],
         PROV_LABEL: f"{event.stage}: {pipeline}",

@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def output_key(job_id: str, stage: str, pipeline: str, extension: str) -> str:
-    """Where a job's output for one stage and pipeline lives: the same on every retry."""
-    return object_key("jobs", job_id, stage, f"{stable_id(pipeline)[:16]}.{safe_extension(extension)}")
+def output_key(job_id: str, stage: str, pipeline: str, extension: str, source: str = "") -> str:
+    """Where a job's output for one stage, pipeline and input lives: the same on every retry."""
+    key = stable_id(pipeline, source) if source else stable_id(pipeline)
+    return object_key("jobs", job_id, stage, f"{key[:16]}.{safe_extension(extension)}")
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Runner:
                 "input": event.image, "filename": event.filename, "history": event.history,
                 "attempt": attempt}
         await self._provenance(ProvenanceEvent(
-            event_id=provenance_event_id(event.job_id, self.stage, "step.started", pipeline),
+            event_id=provenance_event_id(event.job_id, self.stage, "step.started", pipeline,
+                                         event.image.sha256),
             kind="step.started", started_at=started_at, agents=self._agents(), **base,
         ))
         try:
@@ -128,7 +130,8 @@ class Runner:
         output = await self._store_output(event, pipeline, result)
         ended_at = utcnow()
         await self._provenance(ProvenanceEvent(
-            event_id=provenance_event_id(event.job_id, self.stage, "step.completed", pipeline),
+            event_id=provenance_event_id(event.job_id, self.stage, "step.completed", pipeline,
+                                         event.image.sha256),
             kind="step.completed", started_at=started_at, ended_at=ended_at,
             output=output, agents=self._agents(result.vips_version),
             **(base | {"input": event.image.model_copy(update={
@@ -136,7 +139,7 @@ class Runner:
                 "format": event.image.format or result.input_format})}),
         ))
         processed = ImageEvent(
-            event_id=stable_id(event.job_id, self.stage, pipeline, "processed"),
+            event_id=stable_id(event.job_id, self.stage, pipeline, event.image.sha256, "processed"),
             kind="processed", job_id=event.job_id, stage=self.stage, image=output,
             pipelines=(pipeline,), filename=event.filename,
             history=event.history + (StageRecord(stage=event.stage, pipeline=pipeline,
@@ -152,7 +155,8 @@ class Runner:
                                            "sha256": output.sha256})
 
     async def _store_output(self, event: ImageEvent, pipeline: str, result: Processed) -> ObjectRef:
-        key = output_key(event.job_id, self.stage, result.pipeline, result.format or "bin")
+        key = output_key(event.job_id, self.stage, result.pipeline, result.format or "bin",
+                         event.image.sha256)
         stored = await self.store.put_bytes(
             self.settings.s3_output_bucket, key, result.body, content_type=result.media_type,
             metadata={"job-id": event.job_id, "stage": self.stage,
@@ -170,7 +174,8 @@ class Runner:
         message = redact(error.message)
         log.warning("image failed: %s", message, extra={"reason": error.reason})
         await self._provenance(ProvenanceEvent(
-            event_id=provenance_event_id(event.job_id, self.stage, "step.failed", pipeline),
+            event_id=provenance_event_id(event.job_id, self.stage, "step.failed", pipeline,
+                                         event.image.sha256),
             kind="step.failed", job_id=event.job_id, stage=self.stage, pipeline=pipeline,
             input=event.image, filename=event.filename, history=event.history,
             ended_at=utcnow(), reason=error.reason, message=message,
