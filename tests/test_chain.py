@@ -58,6 +58,9 @@ async def test_two_stage_chain_has_lineage_from_upload_to_final_output(system: S
                     next(iter(r.get_attribute("prov:usedEntity"))).localpart)
                    for r in bundle.get_records() if r.get_type().localpart == "Derivation"}
     assert derivations == {(thumb, original), (final, thumb)}
+    software = {next(iter(r.get_attribute("imgpipe:software"))) for r in bundle.get_records()
+                if r.get_type().localpart == "Agent" and r.get_attribute("imgpipe:software")}
+    assert software == {"imgpipe-upload", "imgpipe-runner", "imgpipe-imageproc", "libvips", "pyvips"}
 
     report = await verify(system, job_id)
     assert report["outcome"] == "verified", report

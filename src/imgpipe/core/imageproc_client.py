@@ -28,6 +28,8 @@ class Processed:
     input_format: str | None
     input_width: int | None
     input_height: int | None
+    pyvips_version: str = ""
+    imageproc_version: str = ""
 
 
 def _seconds(value: str | None) -> float | None:
@@ -81,6 +83,8 @@ class ImageprocClient:
                         input_format=h.get("X-Imgpipe-Input-Format"),
                         input_width=_int(h.get("X-Imgpipe-Input-Width")),
                         input_height=_int(h.get("X-Imgpipe-Input-Height")),
+                        pyvips_version=h.get("X-Imgpipe-Pyvips-Version", ""),
+                        imageproc_version=h.get("X-Imgpipe-Version", ""),
                     )
                 reason, message = "imageproc_error", f"imageproc answered {resp.status}"
                 try:

@@ -200,7 +200,7 @@ def _step(doc: ProvBundle, event: ProvenanceEvent) -> None:
     doc.wasGeneratedBy(generated, activity, event.ended_at, other_attributes={
         PROV_ROLE: IMGPIPE["output"]})
     doc.wasDerivedFrom(generated, used, activity)
-    runner = next((a for a in event.agents if a.name.startswith("imgpipe")), None)
+    runner = next((a for a in event.agents if a.name == "imgpipe-runner"), None)
     if runner is not None:
         doc.wasAttributedTo(generated, agent_id(runner))
 

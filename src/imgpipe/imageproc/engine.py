@@ -73,6 +73,11 @@ def vips_version() -> str:
     return f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
 
 
+def pyvips_version() -> str:
+    """The pyvips binding's version, e.g. ``3.0.0``."""
+    return str(pyvips.__version__)
+
+
 def _load(data: bytes, info: Probe, pipeline: Pipeline) -> tuple[pyvips.Image, list[Operation]]:
     steps = list(pipeline.steps)
     first = steps[0] if steps else None

@@ -25,7 +25,7 @@ from imgpipe.core.pipeline import (
     parse_pipeline,
 )
 from imgpipe.imageproc import metrics
-from imgpipe.imageproc.engine import vips_version
+from imgpipe.imageproc.engine import pyvips_version, vips_version
 from imgpipe.imageproc.errors import TooLarge
 from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
@@ -88,6 +88,7 @@ async def process_image(request: web.Request) -> web.StreamResponse:
         "X-Imgpipe-Sha256": result.sha256,
         "X-Imgpipe-Pipeline": pipeline.canonical(),
         "X-Imgpipe-Vips-Version": vips_version(),
+        "X-Imgpipe-Pyvips-Version": pyvips_version(),
         "X-Imgpipe-Version": __version__,
         "X-Imgpipe-Input-Format": result.input.format,
         "X-Imgpipe-Input-Width": str(result.input.width),

@@ -94,11 +94,16 @@ class Runner:
             message_id=event.event_id, routing_key=event.kind,
         )
 
-    def _agents(self, vips_version: str | None = None) -> tuple[SoftwareAgent, ...]:
+    def _agents(self, result: Processed | None = None) -> tuple[SoftwareAgent, ...]:
+        """The software that acted: this runner and, once it answered, imageproc's."""
         agents = [SoftwareAgent(name="imgpipe-runner", version=__version__, instance=INSTANCE)]
-        if vips_version:
-            agents.append(SoftwareAgent(name="libvips", version=vips_version,
-                                        instance=self.imageproc.instance))
+        if result is not None:
+            for name, version in (("imgpipe-imageproc", result.imageproc_version),
+                                  ("libvips", result.vips_version),
+                                  ("pyvips", result.pyvips_version)):
+                if version:
+                    agents.append(SoftwareAgent(name=name, version=version,
+                                                instance=self.imageproc.instance))
         return tuple(agents)
 
     async def _process(self, event: ImageEvent, pipeline: str, attempt: int = 1) -> None:
@@ -133,7 +138,7 @@ class Runner:
             event_id=provenance_event_id(event.job_id, self.stage, "step.completed", pipeline,
                                          event.image.sha256),
             kind="step.completed", started_at=started_at, ended_at=ended_at,
-            output=output, agents=self._agents(result.vips_version),
+            output=output, agents=self._agents(result),
             **(base | {"input": event.image.model_copy(update={
                 "width": result.input_width, "height": result.input_height,
                 "format": event.image.format or result.input_format})}),
