@@ -153,3 +153,19 @@ async def test_lineage_refusals(api: Api) -> None:
     assert status == 404 and json.loads(body)["error"]["reason"] == "content_not_found"
     status, _, body = await api.get("/lineage/abc")
     assert status == 400 and json.loads(body)["error"]["reason"] == "invalid_sha256"
+
+
+async def test_verify_without_imageproc_gives_no_verdict(api: Api) -> None:
+    data = b"\x89PNG stored input"
+    stored = await api.s3.put_bytes(api.settings.s3_input_bucket, "uploads/x", data,
+                                    content_type="image/png")
+    source = ref("x", bucket=stored.bucket).model_copy(
+        update={"key": stored.key, "sha256": stored.sha256, "size": stored.size})
+    job_id = new_id()
+    await api.record([received(job_id, source),
+                      *step(job_id, "processed", "format:png", source, ref(f"{job_id}-out"))])
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{api.url}/jobs/{job_id}/verify"
+    ) as resp:
+        assert resp.status == 503
+        assert (await resp.json())["error"]["reason"] == "imageproc_unavailable"

@@ -42,6 +42,7 @@ from prov.model import (
 )
 
 from imgpipe.core.messages import ObjectRef, ProvenanceEvent, SoftwareAgent, stable_id
+from imgpipe.core.pipeline import PipelineError, parse_pipeline
 
 IMGPIPE = Namespace("imgpipe", "urn:imgpipe:vocab:")
 SHA256 = Namespace("sha256", "nih:sha-256;")
@@ -89,10 +90,6 @@ def agent_id(agent: SoftwareAgent) -> QualifiedName:
 
 def _operations(pipeline: str) -> str | None:
     """The pipeline's operations with their parameters, as JSON, when it parses here."""
-    try:
-        from imgpipe.core.pipeline import PipelineError, parse_pipeline
-    except ImportError:  # the pipeline language is not installed (it lands with imageproc)
-        return None
     try:
         return json.dumps(parse_pipeline(pipeline).to_json(), separators=(",", ":"))
     except PipelineError:
