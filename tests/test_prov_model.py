@@ -127,3 +127,17 @@ def test_several_jobs_are_one_bundle_each() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown PROV format"):
         provmodel.serialize(ProvDocument(), "turtle")
+
+
+def test_records_that_disagree_are_all_shown() -> None:
+    job_id, events = chain()
+    docs = docs_of(events)
+    edited = dict(docs[2])
+    edited["prov"] = json.loads(json.dumps(edited["prov"]).replace("2026-01-02T03:04", "2025-01-02T03:04"))
+    document = provmodel.job_document(job_id, [*docs, edited | {"_id": "edited"}])
+    text = provmodel.serialize(document, "provn")
+    assert ProvDocument.deserialize(content=text, format="provn", profile="strict") == document
+    step = provmodel.step_id(job_id, "thumbnailed", "resize:w=256,h=256/format:png",
+                             sha(f"{job_id}-original"))
+    # the started record, the completion and the edited completion, none merged away
+    assert len([r for r in records(document, "Activity") if r.identifier == step]) == 3

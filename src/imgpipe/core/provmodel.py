@@ -39,6 +39,7 @@ from prov.model import (
     ProvBundle,
     ProvDocument,
     ProvRecord,
+    ProvUnificationError,
 )
 
 from imgpipe.core.messages import ObjectRef, ProvenanceEvent, SoftwareAgent, stable_id
@@ -235,7 +236,10 @@ def _add_bundle(document: ProvDocument, job_id: str, docs: Iterable[Mapping[str,
     merged = _new_document()
     for doc in sorted(docs, key=lambda d: (str(d.get("time", "")), str(d.get("_id", "")))):
         merged.update(_fragment_of(doc))
-    unified = merged.unified()
+    try:
+        unified = merged.unified()
+    except ProvUnificationError:  # records that disagree (edited by hand): show them all
+        unified = merged
     bundle = document.bundle(bundle_id(job_id))
     for ns in NAMESPACES:
         bundle.add_namespace(ns)
