@@ -180,6 +180,9 @@ async def test_commands_show_and_verify(shared_system: System) -> None:
     assert f"job {job_id}: verified" in out
     status, out, _ = await imgpipe(system, "verify", "--json", job_id)
     assert status == 0 and json.loads(out)["outcome"] == "verified"
+    status, out, err = await imgpipe(system, "verify", "--url", system.upload_url, job_id)
+    assert status == 0, err
+    assert f"job {job_id}: verified" in out
 
     status, out, _ = await imgpipe(system, "provenance", "show", job_id)
     assert status == 0
@@ -196,3 +199,11 @@ async def test_commands_show_and_verify(shared_system: System) -> None:
     assert status == 1 and "NOT verified: output_changed" in out
     status, _, err = await imgpipe(system, "verify", new_id())
     assert status == 3 and "no provenance" in err
+    status, _, err = await imgpipe(system, "verify", "--url", system.upload_url, new_id())
+    assert status == 3 and "no job" in err
+    system.env["IMAGEPROC_URL"], imageproc = "http://127.0.0.1:9", system.env["IMAGEPROC_URL"]
+    try:
+        status, _, err = await imgpipe(system, "verify", job_id)
+    finally:
+        system.env["IMAGEPROC_URL"] = imageproc
+    assert status == 3 and "no verdict" in err

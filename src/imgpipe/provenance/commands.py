@@ -4,9 +4,12 @@ These commands read the provenance database and the object store directly
 (same settings as the services: ``COUCHDB_*``, ``S3_*``, ``IMAGEPROC_URL``),
 so they need no running upload service.
 
+``imgpipe verify --url URL`` asks a running upload service instead (for
+deployments where imageproc is internal).
+
 Exit status: 0 when the record was shown or the job verified, 1 when
-verification found a difference, 3 when there is no such record, 2 for a
-bad setting (from the CLI).
+verification found a difference, 3 when there is no such record or no
+verdict could be given (a backend unreachable), 2 for a bad setting.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +50,11 @@ def add_commands(sub: Any, provenance: argparse.ArgumentParser) -> None:
                     "1 when not, 3 when the job has no record.")
     verify.add_argument("job_id", metavar="JOB_ID")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--url", default=None,
+                        help="ask the upload service at URL (e.g. http://localhost:8000) to verify, "
+                             "instead of reading CouchDB and S3 and calling imageproc here")
+    verify.add_argument("--token", default=None,
+                        help="API token for --url (env IMGPIPE_TOKEN)")
     verify.set_defaults(func=verify_command)
 
 
@@ -69,18 +78,25 @@ def lineage_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    if args.url:
+        token = args.token or os.environ.get("IMGPIPE_TOKEN") or None
+        return asyncio.run(_verify_api(args.url, args.job_id, token, args.json))
     settings = _settings()
     return asyncio.run(_verify(settings, args.job_id, args.json))
 
 
 async def _show(settings: Any, job_id: str, fmt: str) -> int:
     from imgpipe.core.backends import open_provenance_store
+    from imgpipe.core.errors import ImgpipeError
     from imgpipe.core.lineage import job_records
     from imgpipe.core.provmodel import job_document, serialize
 
     store = await open_provenance_store(settings)
     try:
         docs = await job_records(store, job_id)
+    except ImgpipeError as err:
+        print(f"imgpipe: {err.message}", file=sys.stderr)
+        return NOT_FOUND
     finally:
         await store.close()
     if not docs:
@@ -116,24 +132,53 @@ async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
 
 async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
     from imgpipe.core.backends import open_object_store, open_provenance_store
+    from imgpipe.core.errors import ImgpipeError
     from imgpipe.core.imageproc_client import ImageprocClient
     from imgpipe.core.verify import verify_job
 
     provenance = await open_provenance_store(settings)
-    objects = await open_object_store(settings)
     imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
     try:
-        report = await verify_job(job_id, provenance, objects, imageproc)
+        objects = await open_object_store(settings)
+        try:
+            report = await verify_job(job_id, provenance, objects, imageproc)
+        finally:
+            await objects.close()
+    except ImgpipeError as err:
+        print(f"imgpipe: no verdict: {err.message}", file=sys.stderr)
+        return NOT_FOUND
     finally:
         await imageproc.close()
-        await objects.close()
         await provenance.close()
     if report is None:
         print(f"imgpipe: no provenance is recorded for job {job_id}", file=sys.stderr)
         return NOT_FOUND
-    body = report.to_dict()
+    return _print_report(report.to_dict(), as_json)
+
+
+def _print_report(body: Mapping[str, Any], as_json: bool) -> int:
     print(json.dumps(body, indent=2) if as_json else render_report(body))
-    return 0 if report.verified else 1
+    return 0 if body.get("verified") else 1
+
+
+async def _verify_api(url: str, job_id: str, token: str | None, as_json: bool) -> int:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session, session.post(
+            f"{url.rstrip('/')}/jobs/{job_id}/verify"
+        ) as resp:
+            body = await resp.json(content_type=None)
+    except (aiohttp.ClientError, ValueError, TimeoutError) as exc:
+        print(f"imgpipe: no verdict: {url} did not answer ({type(exc).__name__})", file=sys.stderr)
+        return NOT_FOUND
+    if resp.status != 200:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        print(f"imgpipe: {error.get('message') or f'{url} answered {resp.status}'}",
+              file=sys.stderr)
+        return NOT_FOUND if resp.status in (404, 503) else 2
+    return _print_report(body, as_json)
 
 
 def _short(sha: str | None) -> str:
