@@ -6,14 +6,17 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from pydantic import SecretStr
 
+from imgpipe.core.backends import open_object_store, open_provenance_store
 from imgpipe.core.config import CouchSettings, S3Settings
-from imgpipe.core.provstore import CouchStore
-from imgpipe.core.storage import S3Store
+from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.core.storage import ObjectStore
+from tests.backend_sets import settings_of
 from tests.system import System, wait_for
 
 
@@ -59,17 +62,24 @@ async def verify(system: System, job_id: str) -> dict[str, Any]:
     return report
 
 
-def object_store(system: System) -> S3Store:
-    env = system.env
-    return S3Store(S3Settings(s3_url=env["S3_URL"], s3_access_key=env["S3_ACCESS_KEY"],
-                              s3_secret_key=SecretStr(env["S3_SECRET_KEY"])))
+@asynccontextmanager
+async def opened_objects(system: Any) -> AsyncIterator[ObjectStore]:
+    """The system's object store (S3 or embedded), opened as its services open it."""
+    store = await open_object_store(settings_of(S3Settings, system.env))
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
-def provenance_store(system: System) -> CouchStore:
-    env = system.env
-    return CouchStore(CouchSettings(
-        couchdb_url=env["COUCHDB_URL"], couchdb_user=env["COUCHDB_USER"],
-        couchdb_password=SecretStr(env["COUCHDB_PASSWORD"]), couchdb_db=env["COUCHDB_DB"]))
+@asynccontextmanager
+async def opened_provenance(system: Any) -> AsyncIterator[ProvenanceStore]:
+    """The system's provenance database (CouchDB or embedded SQLite)."""
+    store = await open_provenance_store(settings_of(CouchSettings, system.env))
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def imgpipe(system: System, *args: str) -> tuple[int, str, str]:

@@ -1,4 +1,8 @@
-"""Verification on the running system: re-run the record, compare hashes, catch tampering."""
+"""Verification on the running system: re-run the record, compare hashes, catch tampering.
+
+The scenarios that need no direct access to CouchDB run again on `imgpipe dev`
+with both backend sets (tests/test_verify_dev.py).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from tests.images import image_bytes
 from tests.prov_system import (
     call,
     imgpipe,
-    object_store,
-    provenance_store,
+    opened_objects,
+    opened_provenance,
     submit,
     verify,
     wait_done,
@@ -58,10 +62,8 @@ async def test_every_preset_verifies(shared_system: System, name: str) -> None:
 
 async def tamper(system: System, ref: str, data: bytes | None) -> bytes | None:
     """Replace (or with None, delete) a stored object; its bytes before, if any."""
-    store = object_store(system)
-    await store.connect()
-    try:
-        bucket, key = location(ref)
+    bucket, key = location(ref)
+    async with opened_objects(system) as store:
         try:
             before: bytes | None = await store.get_bytes(bucket, key)
         except ObjectNotFound:
@@ -71,8 +73,6 @@ async def tamper(system: System, ref: str, data: bytes | None) -> bytes | None:
         else:
             await store.put_bytes(bucket, key, data, content_type="image/png")
         return before
-    finally:
-        await store.close()
 
 
 async def test_tampering_with_stored_objects_is_detected(shared_system: System) -> None:
@@ -157,14 +157,10 @@ async def test_incomplete_and_unknown_records(shared_system: System) -> None:
     status, body = await call(system, "POST", f"/jobs/{new_id()}/verify")
     assert status == 404 and body["error"]["reason"] == "job_not_found"
     job_id = new_id()
-    store = provenance_store(system)
-    await store.connect()
-    try:
+    async with opened_provenance(system) as store:
         await store.put(provenance_event_id(job_id, "processed", "step.started", "format:png"), {
             "kind": "step.started", "job_id": job_id, "stage": "processed",
             "pipeline": "format:png", "time": "2026-01-01T00:00:00+00:00"})
-    finally:
-        await store.close()
     report = await verify(system, job_id)
     assert report["outcome"] == "record_incomplete"
     assert "no completion" in report["steps"][0]["message"]
