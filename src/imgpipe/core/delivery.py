@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imgpipe.core.errors import ImgpipeError, PermanentError, Unavailable
+from imgpipe.core.logs import redact
 
 ATTEMPT = "x-imgpipe-attempt"
 REASON = "x-imgpipe-reason"
@@ -51,7 +52,7 @@ class RetryPolicy:
     """Delays (seconds) before the 2nd, 3rd, ... attempt; attempts are bounded by them."""
 
     delays: tuple[float, ...] = DEFAULT_DELAYS
-    hold_max_delay: float = 30.0
+    hold_max_delay: float = 10.0
 
     @property
     def max_attempts(self) -> int:
@@ -134,7 +135,7 @@ def retry_headers(headers: Mapping[str, Any], attempt: int, decision: Decision) 
     out = {k: v for k, v in headers.items() if k != "x-death"}
     out[ATTEMPT] = attempt
     out[REASON] = decision.reason or ""
-    out[ERROR] = (decision.message or "")[:1000]
+    out[ERROR] = redact(decision.message or "")[:1000]
     return out
 
 

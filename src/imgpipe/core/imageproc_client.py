@@ -46,7 +46,10 @@ def _int(value: str | None) -> int | None:
 class ImageprocClient:
     def __init__(self, base_url: str, *, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
-        self.instance = urlsplit(self.base_url).netloc
+        parts = urlsplit(self.base_url)
+        #: where imageproc runs, without any credentials the URL carries
+        self.instance = parts.netloc.rpartition("@")[2]
+        self.public_url = f"{parts.scheme}://{self.instance}{parts.path}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -105,12 +108,12 @@ class ImageprocClient:
             ) from exc
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
             raise Unavailable(
-                f"imageproc at {self.base_url} is unreachable: {type(exc).__name__}",
+                f"imageproc at {self.public_url} is unreachable: {type(exc).__name__}",
                 reason="imageproc_unavailable",
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientError(
-                f"imageproc at {self.base_url} is unavailable: {type(exc).__name__}",
+                f"imageproc at {self.public_url} is unavailable: {type(exc).__name__}",
                 reason="imageproc_unavailable",
             ) from exc
 
