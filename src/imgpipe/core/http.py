@@ -94,6 +94,9 @@ async def errors_middleware(
         return error_response(exc.status, reason, exc.text or exc.reason, headers=None)
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        log.info("client went away during %s %s", request.method, request.path)
+        return error_response(400, "client_disconnected", "The client closed the connection.")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "imgpipe failed to handle this request.")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from imgpipe.core.errors import InvalidInput
 from imgpipe.core.formats import SNIFF_BYTES, media_type, sniff_format
@@ -77,9 +78,7 @@ async def _read_chunk(part: BodyPartReader, size: int, timeout: float) -> bytes:
         async with asyncio.timeout(timeout):
             return await part.read_chunk(size)
     except TimeoutError:
-        raise UploadTimeout(
-            f"The upload sent nothing for {timeout:g} seconds and was abandoned."
-        ) from None
+        raise _timed_out(timeout) from None
 
 
 class TooLarge(InvalidInput):
@@ -197,14 +196,23 @@ async def read_upload(
     return intake
 
 
-async def _next_part(reader: MultipartReader, timeout: float) -> object:
+async def _next_part(
+    reader: MultipartReader, timeout: float
+) -> MultipartReader | BodyPartReader | None:
     try:
         async with asyncio.timeout(timeout):
             return await reader.next()
     except TimeoutError:
-        raise UploadTimeout(
-            f"The upload sent nothing for {timeout:g} seconds and was abandoned."
-        ) from None
+        raise _timed_out(timeout) from None
+    except (ValueError, HttpProcessingError) as exc:
+        raise InvalidInput(
+            "The multipart/form-data body is malformed (its boundaries or part headers "
+            "cannot be read).", reason="invalid_form",
+        ) from exc
+
+
+def _timed_out(timeout: float) -> UploadTimeout:
+    return UploadTimeout(f"The upload sent nothing for {timeout:g} seconds and was abandoned.")
 
 
 async def discard(store: ObjectStore, bucket: str, intake: Intake) -> None:

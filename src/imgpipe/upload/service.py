@@ -22,11 +22,13 @@ log = logging.getLogger(__name__)
 
 async def connect_backends(settings: UploadSettings, backends: Backends) -> None:
     """Reach RabbitMQ and S3, waiting for each; declare the queues uploads feed."""
-    await until_available("RabbitMQ", backends.broker.connect)
-    await until_available("S3", lambda: ensure_buckets(
-        backends.store, settings, (settings.s3_input_bucket, settings.s3_output_bucket)))
-    await backends.broker.declare_work_queue(settings.amqp_exchange_subscribe)
-    await backends.broker.declare_work_queue(settings.amqp_exchange_prov)
+    async def broker() -> None:
+        await until_available("RabbitMQ", backends.broker.connect)
+        await backends.broker.declare_work_queue(settings.amqp_exchange_subscribe)
+        await backends.broker.declare_work_queue(settings.amqp_exchange_prov)
+
+    await asyncio.gather(broker(), until_available("S3", lambda: ensure_buckets(
+        backends.store, settings, (settings.s3_input_bucket, settings.s3_output_bucket))))
     log.info("upload service connected to its backends")
 
 

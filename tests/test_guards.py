@@ -1,0 +1,300 @@
+"""The upload service's guards: bad input, limits while streaming, slow clients, API
+tokens, readiness while a backend is down, and secrets that never show."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from imgpipe.core.errors import TransientError
+from tests.faults import Batch, settle, snapshot, stores
+from tests.images import image_bytes
+from tests.servers import services
+from tests.system import System
+
+MAX_BYTES = 300_000
+BOUNDARY = "imgpipe-test-boundary"
+
+
+@pytest.fixture(scope="module")
+def upload_only(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[System]:
+    """Only the upload service, with small limits (nothing is processed)."""
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    system = System(name, rabbitmq_url, s3_server, couchdb_server, tmp_path_factory.mktemp(name))
+    system.env |= {"UPLOAD_MAX_BYTES": str(MAX_BYTES), "UPLOAD_READ_TIMEOUT": "1",
+                   "UPLOAD_MAX_FILES": "3"}
+    system.start("upload-server")
+    try:
+        asyncio.run(system.wait_ready("upload-server"))
+        yield system
+    finally:
+        system.stop_all()
+
+
+def part(name: str, data: bytes, filename: str | None = None,
+         content_type: str = "application/octet-stream") -> bytes:
+    disposition = f'form-data; name="{name}"'
+    if filename is not None:
+        disposition += f'; filename="{filename}"'
+    return (f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode("utf-8", "surrogateescape") + data + b"\r\n"
+
+
+def multipart(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def post(system: System, body: bytes, *, content_type: str | None = None,
+               query: str = "", headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    ctype = content_type or f"multipart/form-data; boundary={BOUNDARY}"
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{system.upload_url}/upload{query}", data=body,
+        headers={"Content-Type": ctype} | (headers or {}),
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+PNG = image_bytes(64, 48, ".png")
+
+CASES = [
+    ("missing file part", multipart(part("pipeline", b"resize:w=10", content_type="text/plain")),
+     None, "", 400, "missing_file"),
+    ("empty file", multipart(part("file", b"", "empty.png")), None, "", 400, "empty_file"),
+    ("not an image", multipart(part("file", b"hello, world " * 10, "notes.png")), None, "",
+     415, "unsupported_format"),
+    ("wrong content type", PNG, "image/png", "", 415, "expected_multipart"),
+    ("form without files", b"pipeline=resize%3Aw%3D10", "application/x-www-form-urlencoded", "",
+     400, "missing_file"),
+    ("unknown field", multipart(part("file", PNG, "a.png"), part("colour", b"blue")), None, "",
+     400, "unknown_field"),
+    ("oversize file", multipart(part("file", PNG + b"\0" * MAX_BYTES, "big.png")), None, "",
+     413, "too_large"),
+    ("too many files", multipart(*(part("file", PNG, f"{n}.png") for n in range(4))), None, "",
+     413, "too_many_files"),
+    ("invalid pipeline text", multipart(part("file", PNG, "a.png"),
+                                        part("pipeline", b"resize:w=abc")), None, "",
+     400, "invalid_pipeline"),
+    ("invalid pipeline in query", multipart(part("file", PNG, "a.png")), None,
+     "?pipeline=frobnicate:x%3D1", 400, "invalid_pipeline"),
+    ("unknown preset", multipart(part("file", PNG, "a.png"), part("pipeline", b"nopreset")),
+     None, "", 400, "unknown_preset"),
+    ("path traversal filename", multipart(part("file", PNG, "../../etc/passwd.png")), None, "",
+     400, "invalid_filename"),
+    ("control characters in filename", multipart(part("file", PNG, "a\x07b\x1b[31m.png")), None,
+     "", 400, None),
+    ("direction override in filename", multipart(part("file", PNG, "photo\u202egnp.exe")), None,
+     "", 400, "invalid_filename"),
+    ("overlong filename", multipart(part("file", PNG, "x" * 300 + ".png")), None, "",
+     400, "invalid_filename"),
+    ("malformed multipart", b"--nope\r\ngarbage", None, "", 400, "invalid_form"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "ctype", "query", "status", "reason"), CASES,
+                         ids=[c[0] for c in CASES])
+async def test_bad_input_gets_a_specific_4xx_and_stores_nothing(
+    upload_only: System, case: str, body: bytes, ctype: str | None, query: str,
+    status: int, reason: str | None,
+) -> None:
+    got, reply = await post(upload_only, body, content_type=ctype, query=query)
+    assert got == status, (case, reply)
+    assert set(reply["error"]) >= {"reason", "message"}, reply
+    if reason is not None:
+        assert reply["error"]["reason"] == reason, reply
+    assert len(reply["error"]["message"]) > 10, reply
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{upload_only.upload_url}/healthz") as resp:
+        assert resp.status == 200
+    snap = await snapshot(upload_only)
+    assert snap.inputs == [], (case, snap.inputs)
+
+
+async def test_other_routes_answer_json(upload_only: System) -> None:
+    async with aiohttp.ClientSession() as http:
+        for method, path, status in (("GET", "/upload", 405), ("GET", "/nope", 404),
+                                     ("GET", f"/jobs/{'a' * 32}", 404), ("GET", "/jobs/..%2F..", 404)):
+            async with http.request(method, f"{upload_only.upload_url}{path}") as resp:
+                assert resp.status == status, path
+                assert (await resp.json())["error"]["reason"]
+
+
+async def _raw_upload(port: int, body_size: int, *, stall_after: int | None = None,
+                      close_after: int | None = None) -> tuple[bytes, int]:
+    """Send a multipart upload by hand; return the reply's first bytes and bytes sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = part("file", b"", "slow.png")[:-2]
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    length = len(head) + body_size + len(tail)
+    writer.write((f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode()
+                 + head + PNG[:1000])
+    sent = 1000
+    reply = asyncio.create_task(reader.read(4096))
+    try:
+        while sent < body_size and not reply.done():
+            if stall_after is not None and sent >= stall_after:
+                break
+            if close_after is not None and sent >= close_after:
+                writer.close()
+                return b"", sent
+            writer.write(b"\0" * 65536)
+            sent += 65536
+            try:
+                await asyncio.wait_for(writer.drain(), 5)
+            except (TimeoutError, ConnectionError):
+                break
+        return await asyncio.wait_for(reply, 30), sent
+    finally:
+        reply.cancel()
+        writer.close()
+
+
+def _status(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1") else 0
+
+
+async def test_limits_apply_while_streaming(upload_only: System) -> None:
+    port = upload_only.ports["upload-server"]
+    raw, sent = await _raw_upload(port, 50 * 1024 * 1024)
+    assert _status(raw) == 413 and b"too_large" in raw, raw[:300]
+    assert sent < 50 * 1024 * 1024  # refused as the limit was crossed, not at the end
+
+    raw, _ = await _raw_upload(port, 200_000, stall_after=100_000)  # then sends nothing
+    assert _status(raw) == 408 and b"upload_timeout" in raw, raw[:300]
+
+    await _raw_upload(port, 200_000, close_after=100_000)  # the client goes away
+    await asyncio.sleep(1)
+    assert (await snapshot(upload_only)).inputs == []
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{upload_only.upload_url}/healthz") as resp:
+        assert resp.status == 200
+
+
+TOKENS = "tok-alpha-0123456789,tok-beta-9876543210"
+
+
+async def test_api_tokens(system_env: System) -> None:
+    system = system_env
+    system.start("upload-server", UPLOAD_API_TOKENS=TOKENS)
+    await system.wait_ready("upload-server")
+    body = multipart(part("file", PNG, "a.png"))
+    status, reply = await post(system, body)
+    assert (status, reply["error"]["reason"]) == (401, "missing_token")
+    status, reply = await post(system, body, headers={"Authorization": "Bearer tok-gamma"})
+    assert (status, reply["error"]["reason"]) == (401, "invalid_token")
+    status, reply = await post(system, body, headers={"Authorization": "Basic dG9rLWFscGhh"})
+    assert status == 401
+    assert (await snapshot(system)).inputs == []  # nothing stored without a token
+    status, reply = await post(system, body,
+                               headers={"Authorization": "Bearer tok-beta-9876543210"})
+    assert status == 202, reply
+    job = reply["jobs"][0]["job_id"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{system.upload_url}/jobs/{job}") as resp:
+            assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.get(f"{system.upload_url}/jobs/{job}",
+                            headers={"Authorization": "Bearer tok-alpha-0123456789"}) as resp:
+            assert resp.status == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            async with http.get(f"{system.upload_url}{path}") as resp:
+                assert resp.status == 200, path
+    assert "tok-alpha-0123456789" not in system.log("upload-server")
+
+
+async def test_a_service_whose_backends_are_down_stays_up_not_ready(system_env: System) -> None:
+    """Started with RabbitMQ and CouchDB unreachable: alive, not ready, 503 + Retry-After,
+    nothing stored; SIGTERM while it waits stops it at once with status 0."""
+    system = system_env
+    dead = services.free_ports(1)[0]
+    system.env |= {"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{dead}/",
+                   "COUCHDB_URL": f"http://127.0.0.1:{dead}"}
+    for key in ("upload-server", "provenance", "runner"):
+        system.start(key)
+    async with aiohttp.ClientSession() as http:
+        for key in ("upload-server", "provenance", "runner"):
+            for _ in range(100):
+                try:
+                    async with http.get(f"{system.url(key)}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            async with http.get(f"{system.url(key)}/readyz") as resp:
+                assert resp.status == 503, key
+                checks = (await resp.json())["checks"]
+                assert any(v != "ok" for v in checks.values()), checks
+        async with http.get(f"{system.upload_url}/readyz") as resp:
+            assert "rabbitmq" in (await resp.json())["checks"]
+    status, reply = await post(system, multipart(part("file", PNG, "a.png")))
+    assert status == 503 and reply["error"]["reason"] == "broker_unavailable"
+    s3, _ = stores(system)
+    await s3.connect()
+    try:
+        with contextlib.suppress(TransientError):  # no bucket yet: nothing stored either
+            assert await s3.list_keys(system.env["S3_INPUT_BUCKET"]) == []
+    finally:
+        await s3.close()
+    for key in ("upload-server", "provenance", "runner"):
+        assert system.procs[key].poll() is None, system.log(key)
+        assert system.stop(key, signal.SIGTERM, timeout=10) == 0, system.log(key)[-2000:]
+
+
+SECRETS = ("imgpipe-secret", "tok-alpha-0123456789", "wrong-s3-secret-Zq81",
+           "wrong-couch-pw-Zq82", "wrong-amqp-pw-Zq83")
+
+
+async def test_secrets_never_show(system: System) -> None:
+    """Credentials appear in no log line, error reply, readiness answer or record."""
+    seen: list[str] = []
+    batch = Batch(system)
+    job = await batch.upload(image_bytes(80, 60, ".png"))
+    assert job is not None
+    await batch.upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 300, expect="failed")
+    await settle(system, list(batch.accepted))
+    system.ports["upload-bad"] = services.free_ports(1)[0]
+    system.start("upload-server", key="upload-bad",
+                 S3_SECRET_KEY="wrong-s3-secret-Zq81", COUCHDB_PASSWORD="wrong-couch-pw-Zq82",
+                 AMQP_URL=system.env["AMQP_URL"].replace(":guest@", ":wrong-amqp-pw-Zq83@"),
+                 UPLOAD_API_TOKENS="tok-alpha-0123456789")
+    bad = f"http://127.0.0.1:{system.ports['upload-bad']}"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(50):
+            try:
+                async with http.get(f"{bad}/readyz") as resp:
+                    seen.append(await resp.text())
+                    break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # let it try (and log) a few times
+        async with http.get(f"{bad}/readyz") as resp:
+            seen.append(await resp.text())
+            assert resp.status == 503
+        for headers in ({}, {"Authorization": "Bearer wrong-s3-secret-Zq81"},
+                        {"Authorization": "Bearer tok-alpha-0123456789"}):
+            form = aiohttp.FormData()
+            form.add_field("file", PNG, filename="a.png")
+            async with http.post(f"{bad}/upload", data=form, headers=headers) as resp:
+                seen.append(f"{resp.status} {dict(resp.headers)} {await resp.text()}")
+        for key in ("upload-server", "runner", "provenance", "imageproc"):
+            for path in ("/readyz", "/metrics"):
+                async with http.get(f"{system.url(key)}{path}") as resp:
+                    seen.append(await resp.text())
+    seen.append(json.dumps((await snapshot(system)).docs))
+    system.stop("upload-bad")
+    seen += [system.log(key) for key in ("upload-server", "runner", "provenance", "imageproc",
+                                         "upload-bad")]
+    everything = "\n".join(seen)
+    for secret in SECRETS:
+        hits = [line[:300] for line in everything.splitlines() if secret in line]
+        assert not hits, (secret, hits)
