@@ -82,27 +82,33 @@ def redeliveries(system: System, key: str = "runner") -> int:
 # --------------------------------------------------------------------------- 1
 
 
-async def test_runner_killed_mid_batch(system_env: System) -> None:
-    """SIGTERM (graceful, exits 0) and SIGKILL mid-batch; restarted runners finish it."""
+async def test_runner_killed_mid_batch(
+    system_env: System, flaky: tuple[FlakyImageproc, int]
+) -> None:
+    """SIGTERM (graceful, exits 0) and SIGKILL mid-batch; restarted runners finish it.
+    imageproc answers after 0.2 s here, so that the kills find work in flight."""
+    proxy, port = flaky
+    proxy.delay = 0.2
     system = system_env
+    runner_env = {"IMAGEPROC_URL": f"http://127.0.0.1:{port}"}
     for key in ("imageproc", "provenance", "upload-server"):
         system.start(key)
         await system.wait_ready(key)
     batch = Batch(system)
-    jobs = [j for j in await batch.upload_many(images(40, width=900, fmt=".jpg"))
-            if j is not None]
-    system.start("runner")  # the whole batch is waiting for it
+    jobs = [j for j in await batch.upload_many(images(40)) if j is not None]
+    system.start("runner", **runner_env)  # the whole batch is waiting for it
     await wait_for(lambda: _at_least(system, jobs, 4), timeout=60, interval=0.05)
     assert system.stop("runner", signal.SIGTERM) == 0, system.log("runner")[-2000:]
-    system.start("runner")
+    system.start("runner", **runner_env)
     await system.wait_ready("runner")
     await wait_for(lambda: _at_least(system, jobs, 16), timeout=60, interval=0.05)
     system.stop("runner", signal.SIGKILL)
-    system.start("runner")
+    system.start("runner", **runner_env)
     await system.wait_ready("runner")
     line = await finish(system, batch, "runner_killed", "runner SIGTERM + SIGKILL mid-batch", 2,
                         redelivered=redeliveries(system))
     assert line["done"] == 40
+    assert line["redelivered"] > 0  # the SIGKILL left work in flight, done again after
 
 
 async def _at_least(system: System, jobs: list[str], n: int) -> bool:
@@ -204,6 +210,7 @@ class FlakyImageproc:
         self.plan: dict[str, list[str]] = {}  # sha256 -> answers to give, then "pass"
         self.always: dict[str, str] = {}
         self.requests: dict[str, int] = {}
+        self.delay = 0.0
 
     def sha(self, data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
@@ -214,6 +221,7 @@ class FlakyImageproc:
         self.requests[sha] = self.requests.get(sha, 0) + 1
         queued = self.plan.get(sha) or []
         answer = queued.pop(0) if queued else self.always.get(sha, "pass")
+        await asyncio.sleep(self.delay)
         if answer == "500":
             return web.json_response({"error": {"reason": "vips_crash", "message": "boom"}},
                                      status=500)
