@@ -162,7 +162,8 @@ async def test_couchdb_stopped_mid_batch(system_env: System, couchdb_server: Any
         await asyncio.sleep(2)  # provenance events pile up, held
         assert await http_status(f"{system.url('provenance')}/healthz") == 200
     finally:
-        await asyncio.to_thread(couchdb_server.start)
+        couchdb_server.start()  # in this thread: a server started from a worker thread
+        # would get the signal meant for its parent when that thread ends
     await system.wait_ready("provenance", timeout=60)
     line = await finish(system, batch, "couchdb_stopped", "CouchDB stopped and started mid-batch", 1)
     assert line["done"] == 30 and not batch.refused
@@ -190,7 +191,7 @@ async def test_s3_stopped(system_env: System, s3_server: Any) -> None:
         assert await http_status(f"{system.url('upload-server')}/healthz") == 200
         assert await http_status(f"{system.url('runner')}/readyz") == 503
     finally:
-        await asyncio.to_thread(s3_server.start)
+        s3_server.start()  # in this thread (see above)
     await system.wait_ready("upload-server", timeout=60)
     await batch.upload_many(images(12, offset=60))
     line = await finish(system, batch, "s3_stopped", "S3 stopped and started mid-batch", 1)

@@ -96,7 +96,7 @@ async def errors_middleware(
         raise
     except ConnectionResetError:
         log.info("client went away during %s %s", request.method, request.path)
-        return error_response(400, "client_disconnected", "The client closed the connection.")
+        return web.Response(status=499, text="client closed the connection")  # never delivered
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "imgpipe failed to handle this request.")

@@ -16,7 +16,7 @@ JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "32 hexa
 #: Every ``reason`` an HTTP refusal of the upload service can carry: status and meaning.
 ERROR_REASONS: dict[str, tuple[int, str]] = {
     "expected_multipart": (415, "The upload was not multipart/form-data (400 when no content type was sent)."),
-    "invalid_form": (400, "The multipart body holds a nested multipart part."),
+    "invalid_form": (400, "The multipart body is malformed or holds a nested multipart part."),
     "unknown_field": (400, "A form field other than 'file' or 'pipeline' was sent."),
     "field_too_long": (400, "A 'pipeline' form field is longer than 64 KiB."),
     "missing_file": (400, "The upload holds no 'file' part."),
