@@ -7,14 +7,19 @@ import asyncio
 import contextlib
 import json
 import signal
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from imgpipe.core.errors import TransientError
+from imgpipe.core.errors import InvalidInput, TransientError
+from imgpipe.core.keys import object_key, safe_extension
+from imgpipe.upload.intake import clean_filename, input_key
 from tests.faults import Batch, settle, snapshot, stores
 from tests.images import image_bytes
 from tests.servers import services
@@ -298,3 +303,50 @@ async def test_secrets_never_show(system: System) -> None:
     for secret in SECRETS:
         hits = [line[:300] for line in everything.splitlines() if secret in line]
         assert not hits, (secret, hits)
+
+
+async def test_metrics_and_job_logs(system: System) -> None:
+    """Requests, jobs, deliveries, handling time and queue depth on /metrics; log lines
+    carry the job id."""
+    batch = Batch(system)
+    job = await batch.upload(image_bytes(80, 60, ".png"))
+    await batch.upload(b"GIF89a" + b"\0" * 200, expect="failed")
+    await settle(system, list(batch.accepted))
+    async with aiohttp.ClientSession() as http:
+        texts = {}
+        for key in ("upload-server", "runner", "provenance"):
+            async with http.get(f"{system.url(key)}/metrics") as resp:
+                texts[key] = await resp.text()
+    upload, runner, provenance = texts["upload-server"], texts["runner"], texts["provenance"]
+    assert 'imgpipe_http_requests_total{method="POST",route="/upload",status="202"} 2.0' in upload
+    assert "imgpipe_http_request_seconds_bucket" in upload
+    queue = f"imgpipe.{system.env['AMQP_EXCHANGE_SUBSCRIBE']}"
+    assert f'imgpipe_messages_total{{outcome="acked",queue="{queue}"}} 1.0' in runner
+    assert f'imgpipe_messages_total{{outcome="dead_lettered",queue="{queue}"}} 1.0' in runner
+    assert f'imgpipe_queue_messages{{queue="{queue}.dlq"}} 1.0' in runner
+    assert 'imgpipe_runner_jobs_total{outcome="done"} 1.0' in runner
+    assert 'imgpipe_runner_jobs_total{outcome="failed"} 1.0' in runner
+    assert "imgpipe_runner_processing_seconds_count 1.0" in runner
+    assert "imgpipe_message_handling_seconds_count" in provenance
+    lines = [json.loads(line) for line in system.log("runner").splitlines() if line.startswith("{")]
+    assert any(line.get("job_id") == job and line["message"] == "image processed" for line in lines)
+    assert all("job_id" in line for line in lines if line["message"].startswith("image "))
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_keys_never_come_from_client_input(name: str) -> None:
+    try:
+        kept = clean_filename(name)
+    except InvalidInput as err:
+        assert err.reason == "invalid_filename"
+    else:
+        assert kept is None or ("/" not in kept and "\\" not in kept and len(kept) <= 255)
+        assert kept is None or all(unicodedata.category(c) not in ("Cc", "Cf") for c in kept)
+    with pytest.raises(ValueError):
+        object_key("uploads", name + "/..")
+    assert input_key("0" * 32) == "uploads/" + "0" * 32
+    assert safe_extension(name) in (name.lower().lstrip("."), "bin")
+    for bad in ("..", ".", "", "a/b", "a\x00", "x" * 200):
+        with pytest.raises(ValueError):
+            object_key("jobs", bad)

@@ -215,6 +215,15 @@ async def get_api_page(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """A file of the page; anything else is a JSON 404 like every other refusal."""
+    root = STATIC_DIR.resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ImgpipeError("There is no such file.", reason="not_found", status=404)
+    return web.FileResponse(path)
+
+
 def add_web_routes(
     app: web.Application,
     settings: UploadSettings,
@@ -224,7 +233,7 @@ def add_web_routes(
     """Serve the page, the presets, pipeline validation, job lists and the API description."""
     app[WEB] = WebContext(settings, backends, presets)
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static/{path:.+}", static_file)
     app.router.add_get("/presets", get_presets)
     app.router.add_get("/pipelines/validate", validate_pipeline)
     app.router.add_post("/pipelines/validate", validate_pipeline)
