@@ -322,6 +322,25 @@ def couch_headers(servers: Servers) -> dict[str, str]:
             "Accept-Encoding": "identity"}
 
 
+def start_profilers(stack: Stack, folder: Path) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` on every service of ``stack`` (raw collapsed stacks, one file each)."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+         "--nonblocking", "--output", str(folder / f"{key}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for key, pid in stack.pids().items()]
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)
+    for proc in profilers:
+        proc.wait(30)
+
+
 # --------------------------------------------------------------------------- images
 
 

@@ -109,7 +109,7 @@ async def paced(session: Any, base: str, images: list[Image], rate: float,
 
 async def end_to_end(servers: Servers, images: list[Image], config: Config, *, clients: int,
                      pipeline: str | None, warmup: int, paced_count: int, logs: Path,
-                     env: dict[str, str]) -> dict[str, Any]:
+                     env: dict[str, str], profile: Path | None = None) -> dict[str, Any]:
     """One configuration: start the services, warm up, burst, pace, read /proc, stop."""
     stack = Stack(servers, logs / config.label,
                   env={"IMAGEPROC_WORKERS": str(config.workers), **env})
@@ -129,8 +129,10 @@ async def end_to_end(servers: Servers, images: list[Image], config: Config, *, c
             pids = stack.pids() | dict(servers.pids)
             cpu_before = {k: harness.cpu_seconds(p) for k, p in pids.items()}
             client_cpu = time.process_time()
+            profilers = harness.start_profilers(stack, profile / config.label) if profile else []
             jobs = await harness.upload_all(session, base, images, clients, pipeline)
             await watcher.wait(list(jobs), timeout=max(120.0, 3.0 * len(images)))
+            harness.stop_profilers(profilers)
             first = min(sent for sent, _ in jobs.values())
             last = max(watcher.output_at[j] for j in jobs if j in watcher.output_at)
             cpu = {k: (harness.cpu_seconds(p) - cpu_before[k]) / len(images)
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the RabbitMQ on 127.0.0.1:5672 instead of a private one")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every service (e.g. MALLOC_ARENA_MAX=2)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record each service with py-spy during the burst (raw stacks in DIR)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = asyncio.run(end_to_end(
                     servers, images, Config.parse(text), clients=args.clients,
                     pipeline=args.pipeline,
-                    warmup=warmup, paced_count=paced_count, logs=Path(logs) / f"run{r}", env=env))
+                    warmup=warmup, paced_count=paced_count, logs=Path(logs) / f"run{r}", env=env,
+                    profile=args.profile / f"run{r}" if args.profile else None))
                 run["configs"].append(result)
                 print(f"repeat {r + 1}/{repeat} {text}: {result['images_per_s']:.2f} images/s "
                       f"(in-process {run['in_process']['images_per_s']:.2f})", file=sys.stderr)
