@@ -156,6 +156,18 @@ async def test_documents_are_stored_once_and_found(couch: CouchStore) -> None:
     await couch.check()
 
 
+
+async def test_concurrent_puts_are_written_together_once_each(couch: CouchStore) -> None:
+    await couch.put("old", {"job_id": "j3", "n": 0})
+    ids = ["old", *(f"new-{i}" for i in range(40)), "new-0"]
+    created = await asyncio.gather(*(couch.put(i, {"job_id": "j3", "n": 1}) for i in ids))
+    assert created[0] is False and all(created[1:41])
+    assert created[41] is False  # the same id twice in one write: stored once
+    found = await couch.find({"job_id": "j3"})
+    assert len(found) == 41
+    stored = await couch.get("old")
+    assert stored is not None and stored["n"] == 0
+
 async def test_unreachable_couchdb_is_transient(unique_name: str) -> None:
     store = CouchStore(CouchSettings(couchdb_url="http://127.0.0.1:9", couchdb_db=unique_name))
     with pytest.raises(TransientError):

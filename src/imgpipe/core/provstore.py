@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
-from aiocouch import ConflictError, CouchDB, Database
+from aiocouch import CouchDB, Database
 from aiocouch.exception import NotFoundError
 
 from imgpipe.core.config import CouchSettings
@@ -62,6 +62,9 @@ def _unavailable(exc: BaseException) -> TransientError:
 
 _ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
+BULK_MAX = 256
+"""Most documents written in one ``_bulk_docs`` request."""
+
 
 def _open_server(settings: CouchSettings) -> CouchDB:
     """An aiocouch server object with the headers every request needs.
@@ -90,6 +93,8 @@ class CouchStore:
         self._name = database or settings.couchdb_db
         self._server: CouchDB | None = None
         self._db: Database | None = None
+        self._pending: list[tuple[str, Doc, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def connect(self, *, create: bool = True) -> None:
         """Open (and with ``create``, create) the database and its indexes."""
@@ -117,16 +122,54 @@ class CouchStore:
         return self._db
 
     async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
-        db = await self._database()
+        """Store ``doc``; puts made while a write is in flight go together in one request.
+
+        Each write is one ``POST /db/_bulk_docs`` (no read first): CouchDB's
+        per-document ``conflict`` means the document was already stored.
+        """
+        await self._database()
         data = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((doc_id, data, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending())
+        return await future
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:BULK_MAX], self._pending[BULK_MAX:]
+            try:
+                rows = await self._bulk_docs([{"_id": i, **d} for i, d, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting put
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            if len(rows) != len(batch):  # rows come in request order; else match by id
+                by_id = {str(row.get("id")): row for row in rows if isinstance(row, dict)}
+                rows = [by_id.get(doc_id, {}) for doc_id, _, _ in batch]
+            for (doc_id, _, future), row in zip(batch, rows, strict=True):
+                if future.done():
+                    continue
+                row = row if isinstance(row, dict) else {}
+                error = row.get("error")
+                if error is None and ("ok" in row or "rev" in row):
+                    future.set_result(True)
+                elif error == "conflict":
+                    future.set_result(False)
+                else:
+                    future.set_exception(TransientError(
+                        f"CouchDB did not store {doc_id}: {error or 'no answer'}",
+                        reason="provenance_unavailable",
+                    ))
+
+    async def _bulk_docs(self, docs: list[Doc]) -> list[Any]:
+        db = await self._database()
         try:
-            document = await db.create(doc_id, data=data)
-            await document.save()
-        except ConflictError:
-            return False
+            _, result = await db._remote._post(f"/{self._name}/_bulk_docs", data={"docs": docs})
         except _ERRORS as exc:
             raise _unavailable(exc) from exc
-        return True
+        return list(result) if isinstance(result, list) else []
 
     async def get(self, doc_id: str) -> Doc | None:
         db = await self._database()
@@ -165,6 +208,10 @@ class CouchStore:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
+        pending, self._pending = self._pending, []
+        for _, _, future in pending:
+            if not future.done():
+                future.set_exception(_unavailable(ConnectionError("store closed")))
         if self._server is not None:
             await self._server.close()
         self._server = None
