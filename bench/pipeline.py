@@ -48,15 +48,23 @@ from harness import Image, Servers, Stack, Watcher  # noqa: E402
 class Config:
     runners: int
     workers: int
+    variant: str = ""
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.runners}x{self.workers}"
+        return f"{self.runners}x{self.workers}" + (f" {self.variant}" if self.variant else "")
 
     @classmethod
     def parse(cls, text: str) -> Config:
         runners, _, workers = text.partition("x")
         return cls(int(runners), int(workers or 2))
+
+    def with_variant(self, text: str) -> Config:
+        """``NAME`` or ``NAME:VAR=VALUE,VAR=VALUE``: the same configuration with extra env."""
+        name, _, assignments = text.partition(":")
+        env = tuple(tuple(a.split("=", 1)) for a in assignments.split(",") if a)
+        return Config(self.runners, self.workers, name, env)  # type: ignore[arg-type]
 
 
 def in_process(images: list[Image], spec: str, threads: int) -> dict[str, float]:
@@ -112,7 +120,7 @@ async def end_to_end(servers: Servers, images: list[Image], config: Config, *, c
                      env: dict[str, str], profile: Path | None = None) -> dict[str, Any]:
     """One configuration: start the services, warm up, burst, pace, read /proc, stop."""
     stack = Stack(servers, logs / config.label,
-                  env={"IMAGEPROC_WORKERS": str(config.workers), **env})
+                  env={"IMAGEPROC_WORKERS": str(config.workers), **env, **dict(config.env)})
     watcher = Watcher(stack)
     try:
         for service in ("imageproc", "provenance", "upload-server"):
@@ -176,6 +184,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "images_per_s": harness.median([c["images_per_s"] for c in rows]),
             "ratio_to_in_process": harness.median(ratios),
             "ratios": ratios,
+            "cpu_ratio_to_in_process": harness.median([
+                r["in_process"]["cpu_s_per_image"] / sum(
+                    v for k, v in c["cpu_s_per_image"].items() if k != "benchmark client")
+                for r in runs for c in r["configs"] if c["config"] == label]),
             "failed": sum(c["failed"] for c in rows),
         }
         for part in ("burst", "paced", "cpu_s_per_image", "peak_rss_mb"):
@@ -193,9 +205,9 @@ def table(report: dict[str, Any]) -> str:
         f"in-process limit ({report['threads']} threads): {limit:.1f} images/s, "
         f"{s['in_process']['cpu_s_per_image'] * 1000:.0f} ms CPU per image",
         "",
-        "| runners x imageproc workers | images/s | ratio to in-process | burst p50 / p95 / p99 to S3 "
+        "| runners x imageproc workers | images/s | ratio to in-process | CPU ratio | burst p50 / p95 / p99 to S3 "
         "(s) | paced p50 / p95 / p99 to S3 (ms) | paced p50 / p95 to provenance (ms) |",
-        "|---|---:|---:|---|---|---|",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for label, c in s["configs"].items():
         b, p = c["burst"], c.get("paced", {})
@@ -204,6 +216,7 @@ def table(report: dict[str, Any]) -> str:
         paced_prov = (f"{p['provenance_p50_ms']:.0f} / {p['provenance_p95_ms']:.0f}") if p else "-"
         lines.append(
             f"| {label} | {c['images_per_s']:.1f} | {c['ratio_to_in_process']:.2f} | "
+            f"{c['cpu_ratio_to_in_process']:.2f} | "
             f"{b['output_p50_ms'] / 1000:.1f} / {b['output_p95_ms'] / 1000:.1f} / "
             f"{b['output_p99_ms'] / 1000:.1f} | {paced_out} | {paced_prov} |")
     lines += ["", "| runners x workers | " + " | ".join(
@@ -251,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                              "starting private ones")
     parser.add_argument("--shared-broker", action="store_true",
                         help="use the RabbitMQ on 127.0.0.1:5672 instead of a private one")
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME[:VAR=VALUE,...]",
+                        help="run every config once per variant, interleaved (A/B comparisons)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for every service (e.g. MALLOC_ARENA_MAX=2)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
@@ -284,14 +300,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(repeat):
             run: dict[str, Any] = {"in_process": in_process(images, args.pipeline, args.threads),
                                    "configs": []}
-            for text in configs:
+            for config in [Config.parse(text).with_variant(v) for text in configs
+                           for v in args.variant or [""]]:
                 result = asyncio.run(end_to_end(
-                    servers, images, Config.parse(text), clients=args.clients,
+                    servers, images, config, clients=args.clients,
                     pipeline=args.pipeline,
                     warmup=warmup, paced_count=paced_count, logs=Path(logs) / f"run{r}", env=env,
                     profile=args.profile / f"run{r}" if args.profile else None))
                 run["configs"].append(result)
-                print(f"repeat {r + 1}/{repeat} {text}: {result['images_per_s']:.2f} images/s "
+                print(f"repeat {r + 1}/{repeat} {config.label}: {result['images_per_s']:.2f} images/s "
                       f"(in-process {run['in_process']['images_per_s']:.2f})", file=sys.stderr)
             report["runs"].append(run)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
