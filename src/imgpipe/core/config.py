@@ -238,6 +238,10 @@ class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
 
     provenance_host: str = "127.0.0.1"
     provenance_port: int = Field(default=8002, ge=0, le=65535)
+    provenance_prefetch: int = Field(
+        default=32, ge=1, le=1000,
+        description="Events handled at once; those arriving together are written in one request.",
+    )
 
 
 class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):

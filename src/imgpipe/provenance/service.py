@@ -26,7 +26,7 @@ async def _start(settings: ProvenanceSettings, broker: Broker, store: Provenance
     await until_available("RabbitMQ", broker.connect)
     queue = await broker.declare_work_queue(settings.amqp_exchange_prov)
     consumer = await broker.consume(queue, Recorder(store).handle,
-                                    prefetch=settings.amqp_prefetch,
+                                    prefetch=settings.provenance_prefetch,
                                     retry=settings.retry_policy())
     log.info("provenance recorder consuming", extra={"queue": queue})
     return consumer
