@@ -17,6 +17,7 @@ from imgpipe.core.http import (
     serve,
     wait_for_stop_signal,
 )
+from imgpipe.core.malloc import limit_arenas
 from imgpipe.core.pipeline import (
     BUILTIN_PRESETS,
     DEFAULT_PIPELINE,
@@ -159,6 +160,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
 
 async def run_imageproc(settings: ImageprocSettings) -> None:
     """Serve imageproc until cancelled or SIGTERM; in-flight requests finish first."""
+    limit_arenas()
     app = create_app(settings)
     runner = await serve(
         app, settings.imageproc_host, settings.imageproc_port, grace=settings.shutdown_grace
