@@ -310,10 +310,11 @@ class Stack:
                             channel = await connection.channel()
                             await channel.exchange_delete(name)
                             await channel.close()
+        url = f"{self.servers.couchdb_url}/{self.env['COUCHDB_DB']}"
         with contextlib.suppress(Exception):
-            async with aiohttp.ClientSession(headers=couch_headers(self.servers)) as session:
-                async with session.delete(f"{self.servers.couchdb_url}/{self.env['COUCHDB_DB']}"):
-                    pass
+            async with aiohttp.ClientSession(headers=couch_headers(self.servers)) as session, \
+                    session.delete(url):
+                pass
 
 
 def couch_headers(servers: Servers) -> dict[str, str]:
@@ -508,7 +509,7 @@ class Watcher:
                         async for line in resp.content:
                             if line.strip():
                                 self._on_change(json.loads(line))
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, ValueError):
                     await asyncio.sleep(0.2)
 
     def _on_change(self, change: dict[str, Any]) -> None:

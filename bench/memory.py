@@ -14,9 +14,11 @@ Cases (each on real servers started for the run, services as processes):
   Goal <= 400 MB.
 * ``jobs``: ``--jobs`` (1000) jobs through the whole system, mixed sizes
   and pipelines: each service's RSS after 100 jobs and after all of them,
-  once per allocator: glibc malloc as is (``default``), ``MALLOC_ARENA_MAX=2``
-  (``arena2``) and jemalloc through ``LD_PRELOAD`` (``jemalloc``; Debian's
-  ``libjemalloc2``). Goal: flat.
+  once per allocator: the services as they ship (``default``: imageproc caps
+  glibc's arenas at 2 itself), glibc's own default of 8 arenas per core
+  (``glibc``), ``MALLOC_ARENA_MAX=2`` for every service (``arena2``) and
+  jemalloc through ``LD_PRELOAD`` (``jemalloc``; Debian's ``libjemalloc2``).
+  Goal: flat.
 
 Peak RSS is the kernel's ``VmHWM``, reset (``/proc/PID/clear_refs``) right
 before the measured step.
@@ -41,11 +43,12 @@ from aiohttp.payload import AsyncIterablePayload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-from harness import Servers, Stack, Watcher  # noqa: E402
+import harness
+from harness import Servers, Stack, Watcher
 
 ALLOCATORS: dict[str, dict[str, str]] = {
     "default": {},
+    "glibc": {"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))},
     "arena2": {"MALLOC_ARENA_MAX": "2"},
     "jemalloc": {"LD_PRELOAD": str(harness.JEMALLOC)},
 }
@@ -199,10 +202,10 @@ def tables(report: dict[str, Any]) -> str:
         lines += [
             "| upload of | runs | RSS before | peak RSS | growth (median) | MB/s (median) |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| {uploads[0]['megabytes']} MB | {len(uploads)} | "
-            f"{harness.median([r['rss_before_mb'] for r in uploads]):.0f} MB | "
-            f"{harness.median([r['peak_rss_mb'] for r in uploads]):.0f} MB | {growth:.0f} MB | "
-            f"{harness.median([r['mb_per_s'] for r in uploads]):.0f} |", ""]
+            (f"| {uploads[0]['megabytes']} MB | {len(uploads)} | "
+             f"{harness.median([r['rss_before_mb'] for r in uploads]):.0f} MB | "
+             f"{harness.median([r['peak_rss_mb'] for r in uploads]):.0f} MB | {growth:.0f} MB | "
+             f"{harness.median([r['mb_per_s'] for r in uploads]):.0f} |"), ""]
     thumbs = [row for r in report["results"] if r["case"] == "thumbnail" for row in r["rows"]]
     if thumbs:
         lines += ["| imageproc input | pipeline | runs | RSS before | peak RSS (median) | seconds |",
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None, help="jobs of the long run (1000)")
     parser.add_argument("--runners", type=int, default=2, help="runner processes (jobs case)")
     parser.add_argument("--allocators", default=None,
-                        help="comma-separated: default, arena2, jemalloc (all that exist)")
+                        help="comma-separated: default, glibc, arena2, jemalloc (all that exist)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of upload and thumbnail")
     parser.add_argument("--external", action="store_true",
                         help="use the servers named by AMQP_URL, S3_*, COUCHDB_*")

@@ -22,7 +22,7 @@ def run_bench(script: str, out: Path, env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-W", "error", str(ROOT / "bench" / script), "--smoke", "--external",
          "--out", str(out), *args],
-        env=env, capture_output=True, text=True, timeout=280, cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=280, cwd=ROOT, check=False,
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     return result.stdout
