@@ -220,19 +220,20 @@ def table(report: dict[str, Any]) -> str:
             f"{c['cpu_ratio_to_in_process']:.2f} | "
             f"{b['output_p50_ms'] / 1000:.1f} / {b['output_p95_ms'] / 1000:.1f} / "
             f"{b['output_p99_ms'] / 1000:.1f} | {paced_out} | {paced_prov} |")
-    lines += ["", "| runners x workers | " + " | ".join(
-        f"peak RSS {k}" for k in next(iter(s["configs"].values()))["peak_rss_mb"]) + " |"]
-    lines.append("|---|" + "---:|" * len(next(iter(s["configs"].values()))["peak_rss_mb"]))
+    services = list(dict.fromkeys(k for c in s["configs"].values() for k in c["peak_rss_mb"]))
+    lines += ["", "| runners x workers | " + " | ".join(f"peak RSS {k}" for k in services) + " |",
+              "|---|" + "---:|" * len(services)]
     for label, c in s["configs"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{v:.0f} MB" for v in c["peak_rss_mb"].values())
-                     + " |")
+        cells = [f"{c['peak_rss_mb'][k]:.0f} MB" if k in c["peak_rss_mb"] else "-"
+                 for k in services]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "CPU ms per image (median over repeats):", ""]
     keys = sorted({k for c in s["configs"].values() for k in c["cpu_s_per_image"]})
     lines.append("| process | " + " | ".join(s["configs"]) + " |")
     lines.append("|---|" + "---:|" * len(s["configs"]))
     for key in keys:
-        cells = [f"{c['cpu_s_per_image'].get(key, float('nan')) * 1000:.1f}"
-                 for c in s["configs"].values()]
+        cells = [f"{c['cpu_s_per_image'][key] * 1000:.1f}" if key in c["cpu_s_per_image"]
+                 else "-" for c in s["configs"].values()]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     totals = [sum(v for k, v in c["cpu_s_per_image"].items() if k != "benchmark client")
               for c in s["configs"].values()]
@@ -250,6 +251,8 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--show", type=Path, default=None, metavar="JSON",
+                        help="print the tables of a report written by --out, run nothing")
     parser.add_argument("--smoke", action="store_true", help="tiny images, one config, seconds")
     parser.add_argument("--images", type=int, default=None, help="images per run (default 120)")
     parser.add_argument("--megapixels", default="2-12", help="JPEG sizes, e.g. 2-12")
@@ -278,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
+    if args.show:
+        print(table(json.loads(args.show.read_text())))
+        return 0
 
     if args.smoke:
         count, mp, pngs, configs = args.images or 6, (0.2, 0.5), 0.34, ["1x1"]
