@@ -160,7 +160,7 @@ class CouchStore:
                 else:
                     future.set_exception(TransientError(
                         f"CouchDB did not store {doc_id}: {error or 'no answer'}",
-                        reason="provenance_unavailable",
+                        reason="provenance_refused",
                     ))
 
     async def _bulk_docs(self, docs: list[Doc]) -> list[Any]:
