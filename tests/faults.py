@@ -108,9 +108,11 @@ async def snapshot(system: System) -> Snapshot:
     s3, couch = stores(system)
     await s3.connect()
     try:
+        # records first: an output is stored before its record, so a record seen here
+        # has its object in the listings that follow
+        docs = await couch.find({"type": "imgpipe.provenance"}, limit=100_000)
         inputs = await s3.list_keys(system.env["S3_INPUT_BUCKET"])
         outputs = await s3.list_keys(system.env["S3_OUTPUT_BUCKET"])
-        docs = await couch.find({"type": "imgpipe.provenance"}, limit=100_000)
     finally:
         await s3.close()
         await couch.close()

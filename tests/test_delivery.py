@@ -41,6 +41,8 @@ def test_decisions() -> None:
     assert "4 attempts" in (final.message or "")
     held = decide(Unavailable("down"), 4, FAST, holds=10)
     assert held.action is Action.HOLD and held.delay == 0.2
+    assert decide(Unavailable("down"), 1, RetryPolicy()).delay == 0.5
+    assert decide(Unavailable("busy", retry_after=3), 1, RetryPolicy()).delay == 3
     assert decide(ValueError("bug"), 1, FAST).reason == "internal_error"
     assert RetryPolicy().max_attempts == 5
     assert parse_delays("1, 5,30") == (1.0, 5.0, 30.0)

@@ -99,8 +99,8 @@ def decide(
     reason, message = describe(error)
     if isinstance(error, Unavailable):
         delay = policy.hold_delay(holds)
-        if error.retry_after is not None:
-            delay = max(delay, min(float(error.retry_after), policy.hold_max_delay))
+        if error.wait_hint is not None:
+            delay = max(delay, min(float(error.wait_hint), policy.hold_max_delay))
         return Decision(Action.HOLD, delay, reason, message)
     if isinstance(error, PermanentError):
         return Decision(Action.DEAD_LETTER, 0.0, reason, message)

@@ -79,5 +79,7 @@ class Unavailable(TransientError):
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
+        #: seconds the backend itself asked to wait (its Retry-After), when it said
+        self.wait_hint = retry_after
         if retry_after is not None:
             self.retry_after = retry_after

@@ -86,6 +86,9 @@ async def errors_middleware(
     try:
         return await handler(request)
     except ImgpipeError as err:
+        if err.status >= 500:
+            log.warning("%s %s answered %d: %s", request.method, request.path, err.status,
+                        err.message, extra={"reason": err.reason})
         return json_error(err)
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:

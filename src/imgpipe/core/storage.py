@@ -120,8 +120,8 @@ class S3Store:
         s = self._settings
         config = AioConfig(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
+            retries={"max_attempts": 2, "mode": "standard"},  # callers hold and retry
+            connect_timeout=3,
             read_timeout=60,
         )
         self._client = await self._stack.enter_async_context(
