@@ -73,9 +73,12 @@ def _open_server(settings: CouchSettings) -> CouchDB:
     or cookies (which expire); a static ``Authorization`` header avoids
     both. ``Accept: application/json`` makes pouchdb-server answer JSON as
     Apache CouchDB does. aiocouch has no public way to add default headers,
-    so they are set on its session here, in this one place.
+    so they are set on its session here, in this one place. Idle connections
+    are dropped after 2 s, before a server closes them (Node's default is 5 s):
+    a request on a connection the server is closing fails with a reset.
     """
-    server = CouchDB(settings.couchdb_url, timeout=aiohttp.ClientTimeout(total=30))
+    server = CouchDB(settings.couchdb_url, timeout=aiohttp.ClientTimeout(total=30),
+                     connector=aiohttp.TCPConnector(keepalive_timeout=2))
     token = base64.b64encode(
         f"{settings.couchdb_user}:{settings.couchdb_password.get_secret_value()}".encode()
     ).decode()

@@ -75,11 +75,9 @@ class Runner:
             for pipeline in pipelines:
                 try:
                     await self._process(event, pipeline, delivery.attempt)
-                except Unavailable:
-                    raise
-                except PermanentError:
-                    raise
-                except Exception as exc:
+                except (Unavailable, PermanentError):
+                    raise  # held until the backend is back / failed and dead-lettered
+                except Exception as exc:  # transient: retried, or on the last attempt, failed
                     error = exc if isinstance(exc, ImgpipeError) else TransientError(
                         f"unexpected {type(exc).__name__} while processing", reason="internal_error")
                     if not delivery.final:
