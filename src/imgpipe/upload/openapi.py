@@ -56,6 +56,7 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "unroutable": (503, "No queue would receive the job's event (the system is misconfigured); nothing was queued."),
     "broker_refused": (503, "RabbitMQ refused the job's event; the upload was not queued, retry later."),
     "provenance_unavailable": (503, "CouchDB is unreachable; retry later."),
+    "provenance_refused": (503, "CouchDB refused to store a provenance record; retry later."),
     "backend_unavailable": (503, "A backend is unreachable; retry later."),
     "internal_error": (500, "An unexpected failure; the service logs it."),
 }
