@@ -212,6 +212,7 @@ class FlakyImageproc:
         self.always: dict[str, str] = {}
         self.requests: dict[str, int] = {}
         self.delay = 0.0
+        self.injected = 0
 
     def sha(self, data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
@@ -222,6 +223,7 @@ class FlakyImageproc:
         self.requests[sha] = self.requests.get(sha, 0) + 1
         queued = self.plan.get(sha) or []
         answer = queued.pop(0) if queued else self.always.get(sha, "pass")
+        self.injected += answer != "pass"
         await asyncio.sleep(self.delay)
         if answer == "500":
             return web.json_response({"error": {"reason": "vips_crash", "message": "boom"}},
@@ -326,8 +328,9 @@ async def test_imageproc_errors_and_hangs(
     for job in failed_jobs:
         batch.accepted[job] = "replayed"
     await wait_for(lambda: _at_least(system, list(batch.accepted), 24), timeout=60)
-    await finish(system, batch, "imageproc_errors", "imageproc 500s, 429s, hangs, drops", 7 * 4 + 16,
-                 dead_lettered=len(letters), replayed=7)
+    await finish(system, batch, "imageproc_errors", "imageproc 500s, 429s, hangs, drops",
+                 proxy.injected, failed_before_replay=v.failed, dead_lettered=len(letters),
+                 replayed=7)
     assert json.loads(dlq(system, "show", "--json").stdout) == []
 
 
@@ -392,7 +395,8 @@ async def test_same_event_delivered_twice(system: System, rabbitmq_url: str) -> 
         return sum(float(line.rsplit(" ", 1)[1]) for line in acked) >= 60
 
     await wait_for(all_handled, timeout=90)
-    await finish(system, batch, "duplicate_events", "events published 2-3 times by hand", 50)
+    await finish(system, batch, "duplicate_events", "events published 2-3 times by hand",
+                 10 * 2 + 10 * 2)  # extra copies: 2 per processed job, 2 per fresh one
 
 
 # --------------------------------------------------------------------------- 7
