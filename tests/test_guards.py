@@ -350,3 +350,39 @@ def test_keys_never_come_from_client_input(name: str) -> None:
     for bad in ("..", ".", "", "a/b", "a\x00", "x" * 200):
         with pytest.raises(ValueError):
             object_key("jobs", bad)
+
+
+async def test_sigterm_lets_an_upload_in_flight_finish(system_env: System) -> None:
+    """SIGTERM while an upload streams: no new connections, the upload still gets its 202,
+    then the service exits 0."""
+    system = system_env
+    system.start("upload-server")
+    await system.wait_ready("upload-server")
+    body = multipart(part("file", image_bytes(300, 200, ".png"), "late.png"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", system.ports["upload-server"])
+    writer.write((f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                  "Connection: close\r\n\r\n").encode() + body[:2000])
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    proc = system.procs["upload-server"]
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert await _refused(system.ports["upload-server"])  # intake stopped
+    writer.write(body[2000:])
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert _status(reply) == 202, reply[:500]
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    job = json.loads(reply.split(b"\r\n\r\n", 1)[1])["jobs"][0]["job_id"]
+    assert f"uploads/{job}" in (await snapshot(system)).inputs
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False

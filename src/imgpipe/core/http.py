@@ -30,6 +30,34 @@ READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dic
 METRICS_REFRESH: web.AppKey[list[Refresh]] = web.AppKey("metrics_refresh", list)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
+
+class InFlight:
+    """Requests being handled, so that a stopping service can let them finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+INFLIGHT: web.AppKey[InFlight] = web.AppKey("inflight", InFlight)
+
 REQUESTS = Counter("imgpipe_http_requests", "HTTP requests by route, method and status",
                    ["route", "method", "status"])
 REQUEST_TIME = Histogram("imgpipe_http_request_seconds", "HTTP request duration by route",
@@ -65,6 +93,9 @@ async def metrics_middleware(
     """Count requests and their outcomes; time them (label: the route, not the path)."""
     started = time.perf_counter()
     status = 500
+    inflight = request.app.get(INFLIGHT)
+    if inflight is not None:
+        inflight.enter()
     try:
         response = await handler(request)
         status = response.status
@@ -73,6 +104,8 @@ async def metrics_middleware(
         status = exc.status
         raise
     finally:
+        if inflight is not None:
+            inflight.leave()
         route = _route(request)
         REQUESTS.labels(route, request.method, str(status)).inc()
         REQUEST_TIME.labels(route).observe(time.perf_counter() - started)
@@ -155,6 +188,7 @@ def add_ops_routes(
     app[READY_CHECKS] = dict(checks or {})
     app[METRICS_REFRESH] = list(refresh or [])
     app[STOPPING] = asyncio.Event()
+    app[INFLIGHT] = InFlight()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -178,6 +212,20 @@ async def serve(app: web.Application, host: str, port: int, *, grace: float = 20
     for sock in runner.addresses:
         log.info("listening", extra={"address": f"http://{sock[0]}:{sock[1]}"})
     return runner
+
+
+async def stop_serving(runner: web.AppRunner, app: web.Application, grace: float) -> None:
+    """Stop listening, let requests in progress finish (up to ``grace`` s), then close.
+
+    aiohttp's own shutdown cancels a request still reading its body; an
+    upload that is streaming when SIGTERM arrives is let finish here first.
+    """
+    for site in list(runner.sites):
+        await site.stop()
+    inflight = app.get(INFLIGHT)
+    if inflight is not None and not await inflight.wait_idle(grace):
+        log.warning("stopping with %d requests still in progress", inflight.count)
+    await runner.cleanup()
 
 
 async def wait_for_stop_signal() -> None:

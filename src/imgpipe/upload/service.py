@@ -13,7 +13,7 @@ from imgpipe.core.backends import (
     new_provenance_store,
 )
 from imgpipe.core.config import UploadSettings
-from imgpipe.core.http import STOPPING, serve
+from imgpipe.core.http import STOPPING, serve, stop_serving
 from imgpipe.core.lifecycle import StopSignal, cancel, until_available
 from imgpipe.upload.app import Backends, create_app
 
@@ -51,7 +51,7 @@ async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = N
         app = create_app(settings, backends)
         runner = await serve(app, settings.upload_host, settings.upload_port,
                              grace=settings.shutdown_grace)
-        stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(stop_serving, runner, app, settings.shutdown_grace)
         connecting = asyncio.create_task(connect_backends(settings, backends))
         stack.push_async_callback(cancel, connecting)
         stack.callback(app[STOPPING].set)
