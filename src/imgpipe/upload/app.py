@@ -123,6 +123,7 @@ async def post_upload(request: web.Request) -> web.Response:
         read_timeout=settings.upload_read_timeout,
     )
     announced = 0
+    pipelines: tuple[str, ...] = ()
     try:
         if not intake.files:
             raise InvalidInput(
@@ -133,27 +134,35 @@ async def post_upload(request: web.Request) -> web.Response:
         for received in intake.files:
             await _announce(request, received, pipelines)
             announced += 1
-    except BaseException:
-        intake.files = intake.files[announced:]
+    except BaseException as exc:
+        queued, intake.files = intake.files[:announced], intake.files[announced:]
         await discard(backends.store, bucket, intake)
+        if queued and isinstance(exc, ImgpipeError):
+            # Files before the failure are queued and will be processed: say which,
+            # so the client retries only the rest.
+            exc.details["queued_jobs"] = [_queued(r, pipelines) for r in queued]
         raise
-    jobs = []
-    for received in intake.files:
-        metrics.UPLOADS.labels(format=received.format).inc()
-        metrics.UPLOAD_BYTES.inc(received.stored.size)
-        log.info("job queued", extra={"job_id": received.job_id, "bytes": received.stored.size,
-                                      "sha256": received.stored.sha256})
-        jobs.append({
-            "job_id": received.job_id,
-            "status": "queued",
-            "status_url": f"/jobs/{received.job_id}",
-            "filename": received.filename,
-            "sha256": received.stored.sha256,
-            "size": received.stored.size,
-            "format": received.format,
-            "pipelines": list(pipelines),
-        })
-    return web.json_response({"jobs": jobs}, status=202)
+    return web.json_response(
+        {"jobs": [_queued(received, pipelines) for received in intake.files]}, status=202
+    )
+
+
+def _queued(received: ReceivedFile, pipelines: tuple[str, ...]) -> dict[str, object]:
+    """The answer for one queued file (counted and logged once, here)."""
+    metrics.UPLOADS.labels(format=received.format).inc()
+    metrics.UPLOAD_BYTES.inc(received.stored.size)
+    log.info("job queued", extra={"job_id": received.job_id, "bytes": received.stored.size,
+                                  "sha256": received.stored.sha256})
+    return {
+        "job_id": received.job_id,
+        "status": "queued",
+        "status_url": f"/jobs/{received.job_id}",
+        "filename": received.filename,
+        "sha256": received.stored.sha256,
+        "size": received.stored.size,
+        "format": received.format,
+        "pipelines": list(pipelines),
+    }
 
 
 def _job_id(request: web.Request) -> str:

@@ -1,0 +1,76 @@
+"""An upload of several files whose event publishing breaks part-way: the client
+learns which files were queued, and the rest leave nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imgpipe.core.backends import new_broker, new_object_store, new_provenance_store
+from imgpipe.core.config import UploadSettings
+from imgpipe.core.embedded import embedded_url
+from imgpipe.core.errors import TransientError
+from imgpipe.core.messaging import Broker
+from imgpipe.upload.app import Backends, create_app
+from imgpipe.upload.service import connect_backends
+from tests.images import image_bytes
+
+
+class BrokerThatFails:
+    """The real (embedded) broker, with the broker going away after ``ok`` publishes."""
+
+    def __init__(self, inner: Broker, ok: int) -> None:
+        self._inner = inner
+        self._ok = ok
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        if self._ok == 0:
+            raise TransientError("RabbitMQ is unavailable: ConnectionResetError",
+                                 reason="broker_unavailable")
+        self._ok -= 1
+        await self._inner.publish(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.fixture
+async def backends(tmp_path: Path) -> AsyncIterator[tuple[UploadSettings, Backends]]:
+    settings = UploadSettings(amqp_url=embedded_url(tmp_path / "broker"),
+                              s3_url=embedded_url(tmp_path / "objects"),
+                              couchdb_url=embedded_url(tmp_path / "provenance"))
+    broker = new_broker(settings, name="test")
+    store = await new_object_store(settings)
+    provenance = await new_provenance_store(settings)
+    real = Backends(broker=broker, store=store, provenance=provenance)
+    await connect_backends(settings, real)
+    # each file costs two publishes (its job event, then its 'received' record)
+    failing = Backends(broker=BrokerThatFails(broker, ok=2), store=store,  # type: ignore[arg-type]
+                       provenance=provenance)
+    yield settings, failing
+    await broker.close()
+    await store.close()
+    await provenance.close()
+
+
+async def test_partial_failure_names_the_queued_jobs(
+    backends: tuple[UploadSettings, Backends],
+) -> None:
+    settings, parts = backends
+    form = aiohttp.FormData()
+    for i in range(3):
+        form.add_field("file", image_bytes(40 + i, 30, ".png"), filename=f"f{i}.png")
+    async with TestClient(TestServer(create_app(settings, parts))) as client:
+        resp = await client.post("/upload", data=form)
+        assert resp.status == 503
+        body = await resp.json()
+    assert body["error"]["reason"] == "broker_unavailable"
+    [queued] = body["error"]["details"]["queued_jobs"]
+    assert queued["filename"] == "f0.png" and queued["status"] == "queued"
+    stored = await parts.store.list_keys(settings.s3_input_bucket)
+    assert len(stored) == 1 and queued["job_id"] in stored[0]
