@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from imgpipe.core.amqp import AmqpBroker
 from imgpipe.core.config import CouchSettings, S3Settings
 from imgpipe.core.delivery import RetryPolicy
 from imgpipe.core.errors import PermanentError, TransientError
-from imgpipe.core.messaging import AmqpBroker, Delivery
+from imgpipe.core.messaging import Delivery
 from imgpipe.core.provstore import CouchStore
 from imgpipe.core.storage import ObjectNotFound, S3Store
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
+from imgpipe.core.amqp import AmqpBroker
 from imgpipe.core.delivery import (
     ATTEMPT,
     HISTORY,
@@ -24,7 +25,7 @@ from imgpipe.core.delivery import (
     replay_headers,
 )
 from imgpipe.core.errors import PermanentError, TransientError, Unavailable
-from imgpipe.core.messaging import AmqpBroker, Delivery, topology, work_queue_name
+from imgpipe.core.messaging import Delivery, topology, work_queue_name
 from imgpipe.dlq import DeadLetters
 
 FAST = RetryPolicy((0.05, 0.1, 0.2), hold_max_delay=0.2)

@@ -14,10 +14,11 @@ from imgpipe.core.backends import open_broker, open_object_store, open_provenanc
 from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
 from imgpipe.core.delivery import REASON, RetryPolicy
 from imgpipe.core.embedded import embedded_path, embedded_url
-from imgpipe.core.embedded.broker import EmbeddedBroker, topic_matches
+from imgpipe.core.embedded.broker import EmbeddedBroker
 from imgpipe.core.embedded.mango import InvalidSelector, matches, sort_docs
 from imgpipe.core.embedded.objects import LocalStore
 from imgpipe.core.embedded.provstore import SqliteProvenanceStore
+from imgpipe.core.embedded.queues import topic_matches
 from imgpipe.core.errors import ConfigError, InvalidInput, PermanentError, TransientError
 from imgpipe.core.messaging import Delivery
 from tests.test_backend_contract import Inbox

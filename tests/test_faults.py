@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from imgpipe.core.amqp import AmqpBroker
 from imgpipe.core.messages import ImageEvent, ObjectRef, ProvenanceEvent, provenance_event_id
-from imgpipe.core.messaging import AmqpBroker
 from tests.faults import (
     Batch,
     assert_invariant,

@@ -21,13 +21,14 @@ wait until the server answers.
 
 from __future__ import annotations
 
+from imgpipe.core.amqp import AmqpBroker
 from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings
 from imgpipe.core.embedded import embedded_path, is_embedded
 from imgpipe.core.embedded.broker import EmbeddedBroker
 from imgpipe.core.embedded.objects import LocalStore
 from imgpipe.core.embedded.provstore import SqliteProvenanceStore
 from imgpipe.core.lifecycle import until_available
-from imgpipe.core.messaging import AmqpBroker, Broker
+from imgpipe.core.messaging import Broker
 from imgpipe.core.provstore import CouchStore, ProvenanceStore
 from imgpipe.core.storage import ObjectStore, S3Store
 

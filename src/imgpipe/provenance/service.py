@@ -11,7 +11,7 @@ from imgpipe.core.config import ProvenanceSettings
 from imgpipe.core.errors import Unavailable
 from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
-from imgpipe.core.messaging import AmqpBroker, Broker, Consumer
+from imgpipe.core.messaging import Broker, Consumer, refresh_queue_depths
 from imgpipe.core.provstore import ProvenanceStore
 from imgpipe.provenance.recorder import Recorder
 
@@ -45,7 +45,7 @@ async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | 
         stack.push_async_callback(store.close)
         broker = new_broker(settings, name="imgpipe-provenance")
         stack.push_async_callback(broker.close)
-        refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+        refresh = [lambda: refresh_queue_depths(broker)]
         app = ops_app({"startup": _starting, "couchdb": store.check}, refresh)
         ops = await serve(app, settings.provenance_host, settings.provenance_port)
         stack.push_async_callback(ops.cleanup)

@@ -12,7 +12,7 @@ from imgpipe.core.errors import ConfigError, Unavailable
 from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.core.keys import safe_part
 from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
-from imgpipe.core.messaging import AmqpBroker, Broker, Consumer
+from imgpipe.core.messaging import Broker, Consumer, refresh_queue_depths
 from imgpipe.runner.imageproc_client import ImageprocClient
 from imgpipe.runner.worker import Runner
 
@@ -55,7 +55,7 @@ async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = N
         imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
         stack.push_async_callback(imageproc.close)
         runner = Runner(settings, broker, store, imageproc)
-        refresh = [broker.refresh_metrics] if isinstance(broker, AmqpBroker) else []
+        refresh = [lambda: refresh_queue_depths(broker)]
         app = ops_app({"startup": _starting}, refresh)
         ops = await serve(app, settings.runner_host, settings.runner_port)
         stack.push_async_callback(ops.cleanup)
