@@ -7,7 +7,7 @@ Against the broker of ``AMQP_URL`` (default: the one on 127.0.0.1:5672), with
 queues of its own that it deletes afterwards, it reports (a) persistent,
 confirmed, mandatory publishes per second, one at a time and from 16
 concurrent tasks; (b) publish-to-ack round trips per second through
-:class:`~imgpipe.core.amqp.AmqpBroker`'s consumer (no-op handler,
+:class:`~imgpipe.broker.rabbitmq.AmqpBroker`'s consumer (no-op handler,
 prefetch 16); (c) the retry path: a handler that fails once with a transient
 error, timed from the failure to the second delivery, minus the configured
 delay (median and 95th percentile). Only loopback is used.
@@ -26,10 +26,10 @@ import uuid
 
 import aio_pika
 
-from imgpipe.core.amqp import AmqpBroker
-from imgpipe.core.delivery import RetryPolicy
-from imgpipe.core.errors import TransientError
-from imgpipe.core.messaging import Delivery, topology, work_queue_name
+from imgpipe.broker.policy import RetryPolicy
+from imgpipe.broker.protocol import Delivery, topology, work_queue_name
+from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.errors import TransientError
 
 RETRY_DELAY = 0.05
 

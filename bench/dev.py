@@ -34,10 +34,10 @@ from typing import Any
 import aiohttp
 import pyvips
 
-from imgpipe.core.embedded.broker import EmbeddedBroker
-from imgpipe.core.embedded.objects import LocalStore
-from imgpipe.core.embedded.provstore import SqliteProvenanceStore
-from imgpipe.core.messaging import Delivery
+from imgpipe.broker.embedded import EmbeddedBroker
+from imgpipe.broker.protocol import Delivery
+from imgpipe.provstore.sqlite import SqliteProvenanceStore
+from imgpipe.storage.local import LocalStore
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -222,8 +222,8 @@ async def bench_dev(root: Path, jobs: int, batch: int, port: int) -> dict[str, A
 
 async def _bench_restart(root: Path, jobs: int, batch: int, port: int, png: bytes) -> dict[str, Any]:
     """Accept jobs with only the upload service running, then start `imgpipe dev`."""
-    from imgpipe.core.config import UploadSettings, load
-    from imgpipe.core.embedded import embedded_url
+    from imgpipe.runtime.config import UploadSettings, load
+    from imgpipe.runtime.fileurl import embedded_url
     from imgpipe.upload.service import run_upload
 
     data = root / "restart"

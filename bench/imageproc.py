@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import pyvips
 
-from imgpipe.core.pipeline import parse_pipeline
+from imgpipe.domain.pipeline import parse_pipeline
 from imgpipe.imageproc.engine import process, vips_version
 from imgpipe.imageproc.safety import Limits, configure_vips
 

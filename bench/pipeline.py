@@ -69,7 +69,7 @@ class Config:
 
 def in_process(images: list[Image], spec: str, threads: int) -> dict[str, float]:
     """The limit: every image through the engine in ``threads`` threads, nothing else."""
-    from imgpipe.core.pipeline import parse_pipeline
+    from imgpipe.domain.pipeline import parse_pipeline
     from imgpipe.imageproc.engine import process
     from imgpipe.imageproc.safety import Limits, configure_vips
 

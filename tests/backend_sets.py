@@ -5,7 +5,7 @@ temporary directory, no server) or ``"servers"`` (RabbitMQ, S3 and CouchDB
 from :mod:`tests.servers`). ``backend_env`` gives the environment variables
 that select it, with names unique to the test; ``broker``, ``object_store``
 and ``provenance_store`` are opened from them through
-:mod:`imgpipe.core.backends`, exactly as the services open theirs.
+:mod:`imgpipe.runtime.backends`, exactly as the services open theirs.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from imgpipe.core.backends import open_broker, open_object_store, open_provenance_store
-from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings, load
-from imgpipe.core.delivery import DEFAULT_DELAYS
-from imgpipe.core.embedded import embedded_url
-from imgpipe.core.messaging import Broker, topology, work_queue_name
-from imgpipe.core.provstore import ProvenanceStore
-from imgpipe.core.storage import ObjectStore
+from imgpipe.broker.policy import DEFAULT_DELAYS
+from imgpipe.broker.protocol import Broker, topology, work_queue_name
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.backends import open_broker, open_object_store, open_provenance_store
+from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
+from imgpipe.runtime.fileurl import embedded_url
+from imgpipe.storage.s3 import ObjectStore
 
 BACKEND_SETS = ("embedded", "servers")
 

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from imgpipe.core.config import CouchSettings, S3Settings
-from imgpipe.core.provstore import CouchStore
-from imgpipe.core.storage import S3Store
+from imgpipe.provstore.couch import CouchStore
+from imgpipe.runtime.config import CouchSettings, S3Settings
+from imgpipe.storage.s3 import S3Store
 from tests.system import System
 
 REPORT = Path(__file__).resolve().parent.parent / "test-artifacts" / "fault-report.json"

@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from imgpipe.core.messages import (
+from imgpipe.domain.events import (
     ObjectRef,
     ProvenanceEvent,
     ProvenanceKind,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from imgpipe.core.amqp import AmqpBroker
-from imgpipe.core.config import CouchSettings, S3Settings
-from imgpipe.core.delivery import RetryPolicy
-from imgpipe.core.errors import PermanentError, TransientError
-from imgpipe.core.messaging import Delivery
-from imgpipe.core.provstore import CouchStore
-from imgpipe.core.storage import ObjectNotFound, S3Store
+from imgpipe.broker.policy import RetryPolicy
+from imgpipe.broker.protocol import Delivery
+from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.errors import PermanentError, TransientError
+from imgpipe.provstore.couch import CouchStore
+from imgpipe.runtime.config import CouchSettings, S3Settings
+from imgpipe.storage.s3 import ObjectNotFound, S3Store
 
 
 def s3_settings(server: Any, **extra: Any) -> S3Settings:

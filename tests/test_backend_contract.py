@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from imgpipe.core.delivery import ATTEMPT, ERROR, QUEUE, REASON, RetryPolicy
-from imgpipe.core.errors import PermanentError, TransientError, Unavailable
-from imgpipe.core.messaging import Broker, Delivery, topology
-from imgpipe.core.provstore import ProvenanceStore
-from imgpipe.core.storage import ObjectNotFound, ObjectStore
+from imgpipe.broker.policy import ATTEMPT, ERROR, QUEUE, REASON, RetryPolicy
+from imgpipe.broker.protocol import Broker, Delivery, topology
+from imgpipe.errors import PermanentError, TransientError, Unavailable
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
 from tests.backend_sets import TEST_DELAYS, extra_queue
 
 WAIT = 30.0

@@ -11,7 +11,7 @@ from typing import Any
 
 from prov.model import ProvDocument
 
-from imgpipe.core.pipeline import parse_pipeline
+from imgpipe.domain.pipeline import parse_pipeline
 from tests.images import image_bytes
 from tests.prov_system import call, imgpipe, submit, verify, wait_done
 from tests.servers import services

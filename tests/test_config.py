@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from imgpipe.core.config import RunnerSettings, UploadSettings, load
-from imgpipe.core.errors import ConfigError
+from imgpipe.errors import ConfigError
+from imgpipe.runtime.config import RunnerSettings, UploadSettings, load
 
 
 def test_seed_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

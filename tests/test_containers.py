@@ -276,7 +276,7 @@ async def _check_flow(settings: dict[str, str], upload_port: int, s3_server: Any
 def test_env_example_loads_into_every_service(
     monkeypatch: pytest.MonkeyPatch, settings_class: str
 ) -> None:
-    from imgpipe.core import config
+    from imgpipe.runtime import config
 
     for line in (ROOT / ".env.example").read_text().splitlines():
         if re.match(r"^[A-Z][A-Z0-9_]*=", line):

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from imgpipe.core.amqp import AmqpBroker
-from imgpipe.core.delivery import (
+from imgpipe.broker.policy import (
     ATTEMPT,
     HISTORY,
     REASON,
@@ -24,9 +23,10 @@ from imgpipe.core.delivery import (
     parse_delays,
     replay_headers,
 )
-from imgpipe.core.errors import PermanentError, TransientError, Unavailable
-from imgpipe.core.messaging import Delivery, topology, work_queue_name
+from imgpipe.broker.protocol import Delivery, topology, work_queue_name
+from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.dlq import DeadLetters
+from imgpipe.errors import PermanentError, TransientError, Unavailable
 
 FAST = RetryPolicy((0.05, 0.1, 0.2), hold_max_delay=0.2)
 

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.embedded import embedded_path
 from imgpipe.dev import DevSettings
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.fileurl import embedded_path
 from imgpipe.upload.service import run_upload
 from tests.backend_sets import BACKEND_SETS, backend_env_for, settings_of
 from tests.devsystem import DevProcess

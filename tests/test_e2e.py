@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 import pyvips
 
-from imgpipe.core.backends import object_store_for, provenance_store_for
-from imgpipe.core.config import UploadSettings, load
+from imgpipe.runtime.backends import object_store_for, provenance_store_for
+from imgpipe.runtime.config import UploadSettings, load
 from tests.images import image_bytes
 from tests.system import System, wait_for
 

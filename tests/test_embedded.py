@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.core.backends import open_broker, open_object_store, open_provenance_store
-from imgpipe.core.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
-from imgpipe.core.delivery import REASON, RetryPolicy
-from imgpipe.core.embedded import embedded_path, embedded_url
-from imgpipe.core.embedded.broker import EmbeddedBroker
-from imgpipe.core.embedded.mango import InvalidSelector, matches, sort_docs
-from imgpipe.core.embedded.objects import LocalStore
-from imgpipe.core.embedded.provstore import SqliteProvenanceStore
-from imgpipe.core.embedded.queues import topic_matches
-from imgpipe.core.errors import ConfigError, InvalidInput, PermanentError, TransientError
-from imgpipe.core.messaging import Delivery
+from imgpipe.broker.embedded import EmbeddedBroker
+from imgpipe.broker.embedded_queues import topic_matches
+from imgpipe.broker.policy import REASON, RetryPolicy
+from imgpipe.broker.protocol import Delivery
+from imgpipe.errors import ConfigError, InvalidInput, PermanentError, TransientError
+from imgpipe.provstore.mango import InvalidSelector, matches, sort_docs
+from imgpipe.provstore.sqlite import SqliteProvenanceStore
+from imgpipe.runtime.backends import open_broker, open_object_store, open_provenance_store
+from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
+from imgpipe.runtime.fileurl import embedded_path, embedded_url
+from imgpipe.storage.local import LocalStore
 from tests.test_backend_contract import Inbox
 
 
@@ -111,8 +111,8 @@ def test_another_process_cannot_open_the_same_broker(tmp_path: Path) -> None:
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from imgpipe.core.embedded.broker import EmbeddedBroker\n"
-        "from imgpipe.core.errors import ConfigError\n"
+        "from imgpipe.broker.embedded import EmbeddedBroker\n"
+        "from imgpipe.errors import ConfigError\n"
         "async def main():\n"
         "    broker = EmbeddedBroker(Path(sys.argv[1]))\n"
         "    try:\n"

@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from imgpipe.core.amqp import AmqpBroker
-from imgpipe.core.messages import ImageEvent, ObjectRef, ProvenanceEvent, provenance_event_id
+from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.domain.events import ImageEvent, ObjectRef, ProvenanceEvent, provenance_event_id
 from tests.faults import (
     Batch,
     assert_invariant,

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgpipe.core.errors import InvalidInput, TransientError
-from imgpipe.core.keys import object_key, safe_extension
+from imgpipe.domain.keys import object_key, safe_extension
+from imgpipe.errors import InvalidInput, TransientError
 from imgpipe.upload.intake import clean_filename, input_key
 from tests.faults import Batch, settle, snapshot, stores
 from tests.images import image_bytes

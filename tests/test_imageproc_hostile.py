@@ -11,8 +11,8 @@ import pytest
 import pyvips
 from aiohttp.test_utils import TestClient, TestServer
 
-from imgpipe.core.config import ImageprocSettings
 from imgpipe.imageproc import create_app
+from imgpipe.runtime.config import ImageprocSettings
 from tests.images import image_bytes
 
 

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imgpipe.core.config import ImageprocSettings
 from imgpipe.imageproc import create_app, workers
 from imgpipe.imageproc.service import POOL
+from imgpipe.runtime.config import ImageprocSettings
 from tests.images import image_bytes
 
 

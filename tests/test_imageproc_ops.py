@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import pyvips
 
-from imgpipe.core.pipeline import PipelineError, parse_pipeline
+from imgpipe.domain.pipeline import PipelineError, parse_pipeline
 from imgpipe.imageproc.engine import Result, process
 from imgpipe.imageproc.safety import configure_vips
 

@@ -10,8 +10,8 @@ import pytest
 import pyvips
 from aiohttp.test_utils import TestClient, TestServer
 
-from imgpipe.core.config import ImageprocSettings
 from imgpipe.imageproc import create_app
+from imgpipe.runtime.config import ImageprocSettings
 from tests.images import image_bytes
 
 
@@ -124,7 +124,7 @@ async def test_catalogue_presets_and_ops_routes(client: TestClient) -> None:
 
 
 async def test_service_output_equals_in_process_output(client: TestClient) -> None:
-    from imgpipe.core.pipeline import parse_pipeline
+    from imgpipe.domain.pipeline import parse_pipeline
     from imgpipe.imageproc.engine import process
 
     data = image_bytes(300, 200)

@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from imgpipe.core.malloc import limit_arenas
+from imgpipe.imageproc.malloc import limit_arenas
 
 
 def test_the_environment_setting_wins() -> None:

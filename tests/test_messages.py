@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from imgpipe.core.messages import (
+from imgpipe.domain.events import (
     ImageEvent,
     ObjectRef,
     ProvenanceEvent,

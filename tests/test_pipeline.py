@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.core.errors import ConfigError, InvalidInput
-from imgpipe.core.pipeline import (
+from imgpipe.domain.pipeline import (
     DEFAULT_PIPELINE,
     PipelineError,
     catalogue,
     load_presets,
     parse_pipeline,
 )
+from imgpipe.errors import ConfigError, InvalidInput
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_bad_presets_stop_the_service_naming_the_variable(value: str) -> None:
 
 
 def test_every_builtin_preset_is_canonical_and_valid() -> None:
-    from imgpipe.core.pipeline import BUILTIN_PRESETS
+    from imgpipe.domain.pipeline import BUILTIN_PRESETS
 
     for name, spec in BUILTIN_PRESETS.items():
         assert parse_pipeline(name).canonical() == spec, name

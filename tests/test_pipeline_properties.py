@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from imgpipe.core.pipeline import PipelineError, catalogue, parse_pipeline
+from imgpipe.domain.pipeline import PipelineError, catalogue, parse_pipeline
 
 CATALOGUE = {entry["name"]: entry for entry in catalogue()}
 GRAMMAR = "resizwhfitcoverpngjpegformatdhblu:=,/%0123456789.-_ \t[]{}\"'\\~é"

@@ -17,14 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prov.model import ProvDocument
 
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.http import errors_middleware
-from imgpipe.core.lineage import lineage
-from imgpipe.core.messages import ProvenanceEvent, new_id
-from imgpipe.core.messaging import Delivery
-from imgpipe.core.provstore import ProvenanceStore
-from imgpipe.core.storage import ObjectStore
+from imgpipe.broker.protocol import Delivery
+from imgpipe.domain.events import ProvenanceEvent, new_id
+from imgpipe.domain.lineage import lineage
 from imgpipe.provenance.recorder import Recorder
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.http import errors_middleware
+from imgpipe.storage.s3 import ObjectStore
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.provenance_routes import add_provenance_routes
 from tests.backend_sets import settings_of

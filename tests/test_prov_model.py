@@ -11,8 +11,8 @@ import prov
 import pytest
 from prov.model import ProvDocument
 
-from imgpipe.core import provmodel
-from imgpipe.core.messages import ProvenanceEvent
+from imgpipe.domain import prov as provmodel
+from imgpipe.domain.events import ProvenanceEvent
 from imgpipe.provenance.recorder import SCHEMA_VERSION, to_document
 from tests.prov_events import chain, ref, sha, step
 

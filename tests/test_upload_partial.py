@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imgpipe.core.backends import new_broker, new_object_store, new_provenance_store
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.embedded import embedded_url
-from imgpipe.core.errors import TransientError
-from imgpipe.core.messaging import Broker
+from imgpipe.broker.protocol import Broker
+from imgpipe.errors import TransientError
+from imgpipe.runtime.backends import new_broker, new_object_store, new_provenance_store
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.app import Backends, create_app
 from imgpipe.upload.service import connect_backends
 from tests.images import image_bytes

@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from prov.model import ProvDocument
 
-from imgpipe.core.messages import new_id, provenance_event_id
-from imgpipe.core.pipeline import BUILTIN_PRESETS, parse_pipeline
-from imgpipe.core.storage import ObjectNotFound
+from imgpipe.domain.events import new_id, provenance_event_id
+from imgpipe.domain.pipeline import BUILTIN_PRESETS, parse_pipeline
+from imgpipe.storage.s3 import ObjectNotFound
 from tests.images import image_bytes
 from tests.prov_system import (
     call,

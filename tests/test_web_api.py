@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from imgpipe.core.config import UploadSettings
+from imgpipe.runtime.config import UploadSettings
 from imgpipe.upload.app import Backends, create_app
 from imgpipe.upload.openapi import ERROR_REASONS
 from imgpipe.upload.web import served_routes

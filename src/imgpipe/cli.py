@@ -14,16 +14,16 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from imgpipe import __version__, dev
-from imgpipe.core.config import (
+from imgpipe.errors import ConfigError
+from imgpipe.provenance.commands import add_commands as add_provenance_commands
+from imgpipe.runtime.config import (
     ImageprocSettings,
     ProvenanceSettings,
     RunnerSettings,
     UploadSettings,
     load,
 )
-from imgpipe.core.errors import ConfigError
-from imgpipe.core.logs import register_secrets, secrets_of, setup_logging
-from imgpipe.provenance.commands import add_commands as add_provenance_commands
+from imgpipe.runtime.logs import register_secrets, secrets_of, setup_logging
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}

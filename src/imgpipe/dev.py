@@ -25,19 +25,19 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from imgpipe.core.backends import open_broker
-from imgpipe.core.config import (
+from imgpipe.broker.protocol import Broker
+from imgpipe.errors import ConfigError, ImgpipeError
+from imgpipe.runtime.backends import open_broker
+from imgpipe.runtime.config import (
     ImageprocSettings,
     ProvenanceSettings,
     RunnerSettings,
     UploadSettings,
     load,
 )
-from imgpipe.core.embedded import embedded_path, embedded_url, is_embedded
-from imgpipe.core.errors import ConfigError, ImgpipeError
-from imgpipe.core.http import serve, wait_for_stop_signal
-from imgpipe.core.logs import setup_logging
-from imgpipe.core.messaging import Broker
+from imgpipe.runtime.fileurl import embedded_path, embedded_url, is_embedded
+from imgpipe.runtime.http import serve, wait_for_stop_signal
+from imgpipe.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 
-from imgpipe.core.config import AmqpSettings, load
-from imgpipe.core.delivery import (
+from imgpipe.broker.policy import (
     DEAD_LETTERED_AT,
     ERROR,
     REASON,
@@ -31,8 +30,9 @@ from imgpipe.core.delivery import (
     replay_headers,
     replays_of,
 )
-from imgpipe.core.logs import redact
-from imgpipe.core.messaging import topology, work_queue_name
+from imgpipe.broker.protocol import topology, work_queue_name
+from imgpipe.runtime.config import AmqpSettings, load
+from imgpipe.runtime.logs import redact
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyvips
 
-from imgpipe.core.pipeline.tone import Dither
+from imgpipe.domain.pipeline.tone import Dither
 from imgpipe.imageproc.diffusion import Offload, diffuse, run_here
 from imgpipe.imageproc.pixels import flatten
 

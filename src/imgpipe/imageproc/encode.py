@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyvips
 
-from imgpipe.core.pipeline.output import Format
+from imgpipe.domain.pipeline.output import Format
 from imgpipe.imageproc.dither import PALETTE_FIELD
 from imgpipe.imageproc.pixels import flatten
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pyvips
 
-from imgpipe.core.pipeline import Operation, Pipeline
-from imgpipe.core.pipeline import geometry as g
-from imgpipe.core.pipeline import tone as t
-from imgpipe.core.pipeline.overlay import Watermark
+from imgpipe.domain.pipeline import Operation, Pipeline
+from imgpipe.domain.pipeline import geometry as g
+from imgpipe.domain.pipeline import tone as t
+from imgpipe.domain.pipeline.overlay import Watermark
 from imgpipe.imageproc import geometry, tone
 from imgpipe.imageproc.diffusion import Offload, run_here
 from imgpipe.imageproc.dither import dither

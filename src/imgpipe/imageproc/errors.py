@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgpipe.core.errors import InvalidInput, TransientError
+from imgpipe.errors import InvalidInput, TransientError
 
 
 class UnsupportedFormat(InvalidInput):

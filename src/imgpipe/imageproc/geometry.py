@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pyvips
 
-from imgpipe.core.pipeline import PipelineError
-from imgpipe.core.pipeline.geometry import Crop, Flip, Flop, Pad, Resize, Rotate
+from imgpipe.domain.pipeline import PipelineError
+from imgpipe.domain.pipeline.geometry import Crop, Flip, Flop, Pad, Resize, Rotate
 from imgpipe.imageproc.errors import TooManyPixels
 from imgpipe.imageproc.pixels import background, with_alpha_for
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyvips
 
-from imgpipe.core.pipeline import PipelineError
-from imgpipe.core.pipeline.overlay import OVERLAY_NAME, Watermark
-from imgpipe.core.pipeline.types import colour_rgba
+from imgpipe.domain.pipeline import PipelineError
+from imgpipe.domain.pipeline.overlay import OVERLAY_NAME, Watermark
+from imgpipe.domain.pipeline.types import colour_rgba
 from imgpipe.imageproc.geometry import _HORIZONTAL, _VERTICAL
 from imgpipe.imageproc.pixels import normalise
 

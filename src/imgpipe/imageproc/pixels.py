@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyvips
 
-from imgpipe.core.pipeline.types import colour_rgba
+from imgpipe.domain.pipeline.types import colour_rgba
 
 ICC_FIELD = "icc-profile-data"
 

@@ -8,29 +8,29 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from imgpipe import __version__
-from imgpipe.core.config import ImageprocSettings
-from imgpipe.core.errors import ImgpipeError, TransientError
-from imgpipe.core.http import (
-    add_ops_routes,
-    errors_middleware,
-    json_error,
-    serve,
-    wait_for_stop_signal,
-)
-from imgpipe.core.malloc import limit_arenas
-from imgpipe.core.pipeline import (
+from imgpipe.domain.pipeline import (
     BUILTIN_PRESETS,
     DEFAULT_PIPELINE,
     catalogue,
     load_presets,
     parse_pipeline,
 )
+from imgpipe.errors import ImgpipeError, TransientError
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.engine import pyvips_version, vips_version
 from imgpipe.imageproc.errors import TooLarge
+from imgpipe.imageproc.malloc import limit_arenas
 from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
 from imgpipe.imageproc.workers import WorkerPool
+from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.runtime.http import (
+    add_ops_routes,
+    errors_middleware,
+    json_error,
+    serve,
+    wait_for_stop_signal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
     limits = limits_from(settings)
     unknown = sorted(limits.formats - set(LOADERS))
     if unknown:
-        from imgpipe.core.errors import ConfigError
+        from imgpipe.errors import ConfigError
 
         raise ConfigError(f"IMAGEPROC_FORMATS: unknown format(s) {', '.join(unknown)}")
     configure_vips(limits.formats)

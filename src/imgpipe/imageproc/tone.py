@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pyvips
 
-from imgpipe.core.pipeline.tone import (
+from imgpipe.domain.pipeline.tone import (
     Blur,
     Brightness,
     Contrast,

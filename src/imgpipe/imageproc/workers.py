@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from imgpipe.core.pipeline import Pipeline
+from imgpipe.domain.pipeline import Pipeline
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.engine import Result, process
 from imgpipe.imageproc.errors import Overloaded, ProcessingTimeout

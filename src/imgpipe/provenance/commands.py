@@ -59,8 +59,8 @@ def add_commands(sub: Any, provenance: argparse.ArgumentParser) -> None:
 
 
 def _settings() -> Any:
-    from imgpipe.core.config import VerifySettings, load
-    from imgpipe.core.logs import setup_logging
+    from imgpipe.runtime.config import VerifySettings, load
+    from imgpipe.runtime.logs import setup_logging
 
     settings = load(VerifySettings)
     setup_logging("imgpipe", "warning", "text")
@@ -86,10 +86,10 @@ def verify_command(args: argparse.Namespace) -> int:
 
 
 async def _show(settings: Any, job_id: str, fmt: str) -> int:
-    from imgpipe.core.backends import open_provenance_store
-    from imgpipe.core.errors import ImgpipeError
-    from imgpipe.core.lineage import job_records
-    from imgpipe.core.provmodel import job_document, serialize
+    from imgpipe.domain.lineage import job_records
+    from imgpipe.domain.prov import job_document, serialize
+    from imgpipe.errors import ImgpipeError
+    from imgpipe.runtime.backends import open_provenance_store
 
     store = await open_provenance_store(settings)
     try:
@@ -110,10 +110,10 @@ async def _show(settings: Any, job_id: str, fmt: str) -> int:
 
 
 async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
-    from imgpipe.core.backends import open_provenance_store
-    from imgpipe.core.errors import ImgpipeError
-    from imgpipe.core.lineage import lineage
-    from imgpipe.core.provmodel import jobs_document, serialize
+    from imgpipe.domain.lineage import lineage
+    from imgpipe.domain.prov import jobs_document, serialize
+    from imgpipe.errors import ImgpipeError
+    from imgpipe.runtime.backends import open_provenance_store
 
     store = await open_provenance_store(settings)
     try:
@@ -131,10 +131,10 @@ async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
 
 
 async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
-    from imgpipe.core.backends import open_object_store, open_provenance_store
-    from imgpipe.core.errors import ImgpipeError
-    from imgpipe.core.imageproc_client import ImageprocClient
-    from imgpipe.core.verify import verify_job
+    from imgpipe.client.imageproc import ImageprocClient
+    from imgpipe.domain.verify import verify_job
+    from imgpipe.errors import ImgpipeError
+    from imgpipe.runtime.backends import open_object_store, open_provenance_store
 
     provenance = await open_provenance_store(settings)
     imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
@@ -206,7 +206,7 @@ def _step_line(step: Mapping[str, Any]) -> str:
 
 def render_tree(job_id: str, docs: list[dict[str, Any]]) -> str:
     """A job's record as a tree: each image, and under it the steps that used it."""
-    from imgpipe.core.lineage import images, steps, uploads
+    from imgpipe.domain.lineage import images, steps, uploads
 
     known = images(docs)
     step_list = steps(docs)

@@ -2,7 +2,7 @@
 
 A document keeps the event's fields (the indexes and the job view query
 them) and, under ``prov``, the PROV-JSON records the event adds to its job's
-record (:func:`imgpipe.core.provmodel.event_fragment`).
+record (:func:`imgpipe.domain.prov.event_fragment`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from imgpipe.core.errors import PermanentError
-from imgpipe.core.logs import job_context
-from imgpipe.core.messages import ProvenanceEvent
-from imgpipe.core.messaging import Delivery
-from imgpipe.core.provmodel import fragment_json
-from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.broker.protocol import Delivery
+from imgpipe.domain.events import ProvenanceEvent
+from imgpipe.domain.prov import fragment_json
+from imgpipe.errors import PermanentError
 from imgpipe.provenance import metrics
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.logs import job_context
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.core.backends import new_broker, new_provenance_store
-from imgpipe.core.config import ProvenanceSettings
-from imgpipe.core.errors import Unavailable
-from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
-from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
-from imgpipe.core.messaging import Broker, Consumer, refresh_queue_depths
-from imgpipe.core.provstore import ProvenanceStore
+from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
+from imgpipe.errors import Unavailable
 from imgpipe.provenance.recorder import Recorder
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.backends import new_broker, new_provenance_store
+from imgpipe.runtime.config import ProvenanceSettings
+from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
+from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
 
 log = logging.getLogger(__name__)
 

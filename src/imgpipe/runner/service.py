@@ -6,15 +6,15 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.core.backends import ensure_buckets, new_broker, new_object_store
-from imgpipe.core.config import RunnerSettings
-from imgpipe.core.errors import ConfigError, Unavailable
-from imgpipe.core.http import READY_CHECKS, STOPPING, ops_app, serve
-from imgpipe.core.keys import safe_part
-from imgpipe.core.lifecycle import Stopped, StopSignal, until_available
-from imgpipe.core.messaging import Broker, Consumer, refresh_queue_depths
-from imgpipe.runner.imageproc_client import ImageprocClient
+from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
+from imgpipe.client.imageproc import ImageprocClient
+from imgpipe.domain.keys import safe_part
+from imgpipe.errors import ConfigError, Unavailable
 from imgpipe.runner.worker import Runner
+from imgpipe.runtime.backends import ensure_buckets, new_broker, new_object_store
+from imgpipe.runtime.config import RunnerSettings
+from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
+from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from imgpipe import __version__
-from imgpipe.core.config import RunnerSettings
-from imgpipe.core.errors import ImgpipeError, PermanentError, TransientError, Unavailable
-from imgpipe.core.keys import object_key, safe_extension
-from imgpipe.core.logs import job_context, redact
-from imgpipe.core.messages import (
+from imgpipe.broker.protocol import Broker, Delivery
+from imgpipe.client.imageproc import ImageprocClient, Processed
+from imgpipe.domain.events import (
     ImageEvent,
     ObjectRef,
     ProvenanceEvent,
@@ -34,10 +32,12 @@ from imgpipe.core.messages import (
     stable_id,
     utcnow,
 )
-from imgpipe.core.messaging import Broker, Delivery
-from imgpipe.core.storage import ObjectNotFound, ObjectStore
+from imgpipe.domain.keys import object_key, safe_extension
+from imgpipe.errors import ImgpipeError, PermanentError, TransientError, Unavailable
 from imgpipe.runner import metrics
-from imgpipe.runner.imageproc_client import ImageprocClient, Processed
+from imgpipe.runtime.config import RunnerSettings
+from imgpipe.runtime.logs import job_context, redact
+from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 

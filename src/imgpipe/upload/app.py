@@ -9,20 +9,20 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from imgpipe import __version__
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.errors import ImgpipeError, InvalidInput
-from imgpipe.core.http import add_ops_routes, errors_middleware, metrics_middleware
-from imgpipe.core.messages import (
+from imgpipe.broker.protocol import Broker
+from imgpipe.domain.events import (
     ImageEvent,
     ObjectRef,
     ProvenanceEvent,
     SoftwareAgent,
     provenance_event_id,
 )
-from imgpipe.core.messaging import Broker
-from imgpipe.core.pipeline import DEFAULT_PIPELINE, parse_pipeline
-from imgpipe.core.provstore import ProvenanceStore
-from imgpipe.core.storage import ObjectNotFound, ObjectStore
+from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imgpipe.errors import ImgpipeError, InvalidInput
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.http import add_ops_routes, errors_middleware, metrics_middleware
+from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
 from imgpipe.upload import metrics
 from imgpipe.upload.auth import auth_middleware
 from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from imgpipe.core.http import error_response
+from imgpipe.runtime.http import error_response
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PAGES = frozenset({"/", "/index.html", "/favicon.ico", "/openapi.json", "/openapi.yaml",

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from imgpipe.core.errors import InvalidInput
-from imgpipe.core.formats import SNIFF_BYTES, media_type, sniff_format
-from imgpipe.core.keys import object_key
-from imgpipe.core.messages import new_id
-from imgpipe.core.storage import ObjectStore, StoredObject
+from imgpipe.domain.events import new_id
+from imgpipe.domain.keys import object_key
+from imgpipe.errors import InvalidInput
+from imgpipe.storage.s3 import ObjectStore, StoredObject
+from imgpipe.upload.formats import SNIFF_BYTES, media_type, sniff_format
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.errors import ImgpipeError, InvalidInput
-from imgpipe.core.imageproc_client import ImageprocClient
-from imgpipe.core.lineage import job_records, lineage
-from imgpipe.core.provmodel import FORMATS, job_document, jobs_document, serialize
-from imgpipe.core.provstore import ProvenanceStore
-from imgpipe.core.storage import ObjectStore
-from imgpipe.core.verify import verify_job
+from imgpipe.client.imageproc import ImageprocClient
+from imgpipe.domain.lineage import job_records, lineage
+from imgpipe.domain.prov import FORMATS, job_document, jobs_document, serialize
+from imgpipe.domain.verify import verify_job
+from imgpipe.errors import ImgpipeError, InvalidInput
+from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.storage.s3 import ObjectStore
 from imgpipe.upload.intake import input_key
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -6,15 +6,15 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.core.backends import (
+from imgpipe.runtime.backends import (
     ensure_buckets,
     new_broker,
     new_object_store,
     new_provenance_store,
 )
-from imgpipe.core.config import UploadSettings
-from imgpipe.core.http import STOPPING, serve, stop_serving
-from imgpipe.core.lifecycle import StopSignal, cancel, until_available
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.http import STOPPING, serve, stop_serving
+from imgpipe.runtime.lifecycle import StopSignal, cancel, until_available
 from imgpipe.upload.app import Backends, create_app
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,132 @@
+"""The client of the imageproc HTTP service (runners, and verification re-runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from imgpipe.errors import PermanentError, TransientError, Unavailable
+
+#: imageproc answers these for input that will never process; anything else is worth a retry.
+PERMANENT_STATUSES = {400, 413, 415, 422}
+#: imageproc is overloaded or not ready: wait for it without spending an attempt.
+UNAVAILABLE_STATUSES = {429, 503}
+
+
+@dataclass(frozen=True)
+class Processed:
+    body: bytes
+    media_type: str
+    format: str
+    width: int
+    height: int
+    sha256: str
+    pipeline: str
+    vips_version: str
+    input_format: str | None
+    input_width: int | None
+    input_height: int | None
+    pyvips_version: str = ""
+    imageproc_version: str = ""
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+class ImageprocClient:
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        #: where imageproc runs, without any credentials the URL carries
+        self.instance = parts.netloc.rpartition("@")[2]
+        self.public_url = f"{parts.scheme}://{self.instance}{parts.path}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def process(self, data: bytes, pipeline: str) -> Processed:
+        """Run ``pipeline`` over ``data``.
+
+        Raises :class:`PermanentError` (with imageproc's reason) for input that
+        can never be processed and :class:`TransientError` for everything a
+        retry may cure: imageproc unreachable, overloaded, timing out, failing.
+        """
+        session = await self._client()
+        try:
+            async with session.post(
+                f"{self.base_url}/process", params={"pipeline": pipeline}, data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            ) as resp:
+                if resp.status == 200:
+                    body = await resp.read()
+                    h = resp.headers
+                    return Processed(
+                        body=body,
+                        media_type=h.get("Content-Type", "application/octet-stream"),
+                        format=h.get("X-Imgpipe-Format", ""),
+                        width=int(h.get("X-Imgpipe-Width", "0")),
+                        height=int(h.get("X-Imgpipe-Height", "0")),
+                        sha256=h.get("X-Imgpipe-Sha256", ""),
+                        pipeline=h.get("X-Imgpipe-Pipeline", pipeline),
+                        vips_version=h.get("X-Imgpipe-Vips-Version", ""),
+                        input_format=h.get("X-Imgpipe-Input-Format"),
+                        input_width=_int(h.get("X-Imgpipe-Input-Width")),
+                        input_height=_int(h.get("X-Imgpipe-Input-Height")),
+                        pyvips_version=h.get("X-Imgpipe-Pyvips-Version", ""),
+                        imageproc_version=h.get("X-Imgpipe-Version", ""),
+                    )
+                reason, message = "imageproc_error", f"imageproc answered {resp.status}"
+                try:
+                    error = (await resp.json())["error"]
+                    reason, message = str(error["reason"]), str(error["message"])
+                except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
+                    pass
+                if resp.status in PERMANENT_STATUSES:
+                    raise PermanentError(message, reason=reason)
+                if resp.status in UNAVAILABLE_STATUSES:
+                    raise Unavailable(message, reason=reason,
+                                      retry_after=_seconds(resp.headers.get("Retry-After")))
+                raise TransientError(message, reason=reason)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TransientError(
+                f"imageproc did not answer within {self._timeout.total:g}s",
+                reason="imageproc_timeout",
+            ) from exc
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
+            raise Unavailable(
+                f"imageproc at {self.public_url} is unreachable: {type(exc).__name__}",
+                reason="imageproc_unavailable",
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientError(
+                f"imageproc at {self.public_url} is unavailable: {type(exc).__name__}",
+                reason="imageproc_unavailable",
+            ) from exc
+
+    async def check(self) -> None:
+        session = await self._client()
+        try:
+            async with session.get(f"{self.base_url}/healthz") as resp:
+                if resp.status != 200:
+                    raise Unavailable(f"imageproc health answered {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unavailable(f"imageproc unreachable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,269 @@
+"""Typed settings, read once at start by the CLI and passed down.
+
+Variable names are the seed's promise to users (``RABBITMQ_USER``,
+``S3_INPUT_BUCKET``, ``COUCHDB_DB``, ...); each field's name is its
+environment variable, upper-cased. Nothing here reads the environment at
+import time: call :func:`load` from the edge of the program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imgpipe.broker.policy import RetryPolicy, parse_delays
+from imgpipe.errors import ConfigError
+
+_BASE_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+def _check_backend_url(value: str) -> str:
+    """A server's http(s):// URL, or a file:// URL selecting the embedded backend."""
+    if urlsplit(value).scheme == "file":
+        return value
+    try:
+        return _check_http_url(value)
+    except ValueError:
+        raise ValueError(
+            "expected an http:// or https:// URL with a host, or file:///dir (embedded)"
+        ) from None
+
+
+class AmqpSettings(BaseSettings):
+    """RabbitMQ connection and the exchanges a stage subscribes and publishes to."""
+
+    model_config = _BASE_CONFIG
+
+    amqp_url: str | None = Field(
+        default=None,
+        description="Full AMQP URL; when set it wins over host, user and password. "
+        "file:///dir selects the embedded broker kept in dir.",
+    )
+    amqp_host: str = "127.0.0.1"
+    amqp_port: int = Field(default=5672, ge=1, le=65535)
+    amqp_vhost: str = "/"
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    amqp_exchange_subscribe: str = Field(default="uploaded", min_length=1, max_length=200)
+    amqp_exchange_publish: str = Field(default="processed", min_length=1, max_length=200)
+    amqp_exchange_prov: str = Field(default="provenance", min_length=1, max_length=200)
+    amqp_prefetch: int = Field(default=4, ge=1, le=1000)
+    amqp_retry_delays: str = Field(
+        default="1,5,30,120",
+        description="Seconds before each retry of a failed message; their count bounds attempts.",
+    )
+
+    @field_validator("amqp_retry_delays")
+    @classmethod
+    def _check_retry_delays(cls, value: str) -> str:
+        parse_delays(value)
+        return value
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(parse_delays(self.amqp_retry_delays))
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # `AMQP_URL=` (empty, as .env.example has it) means unset
+        if urlsplit(value).scheme not in ("amqp", "amqps", "file"):
+            raise ValueError("expected an amqp:// or amqps:// URL, or file:///dir (embedded)")
+        return value
+
+    def broker_url(self) -> str:
+        """The AMQP URL to connect to (secrets included: never log it)."""
+        if self.amqp_url:
+            return self.amqp_url
+        user = quote(self.rabbitmq_user, safe="")
+        password = quote(self.rabbitmq_password.get_secret_value(), safe="")
+        vhost = quote(self.amqp_vhost, safe="")
+        return f"amqp://{user}:{password}@{self.amqp_host}:{self.amqp_port}/{vhost}"
+
+
+class S3Settings(BaseSettings):
+    """The S3-compatible object store and its two buckets."""
+
+    model_config = _BASE_CONFIG
+
+    s3_url: str = "http://127.0.0.1:8333"
+    s3_access_key: str = "imgpipe"
+    s3_secret_key: SecretStr = SecretStr("imgpipe-secret")
+    s3_region: str = "us-east-1"
+    s3_input_bucket: str = Field(default="imgpipe-input", min_length=3, max_length=63)
+    s3_output_bucket: str = Field(default="imgpipe-output", min_length=3, max_length=63)
+    s3_create_buckets: bool = True
+
+    @field_validator("s3_url")
+    @classmethod
+    def _check_s3_url(cls, value: str) -> str:
+        return _check_backend_url(value)
+
+
+class CouchSettings(BaseSettings):
+    """The CouchDB server that keeps provenance."""
+
+    model_config = _BASE_CONFIG
+
+    couchdb_url: str = "http://127.0.0.1:5984"
+    couchdb_user: str = "admin"
+    couchdb_password: SecretStr = SecretStr("imgpipe-secret")
+    couchdb_db: str = Field(default="provenance", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
+
+    @field_validator("couchdb_url")
+    @classmethod
+    def _check_couchdb_url(cls, value: str) -> str:
+        return _check_backend_url(value)
+
+
+class LogSettings(BaseSettings):
+    model_config = _BASE_CONFIG
+
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error)$")
+    log_format: str = Field(default="json", pattern=r"^(json|text)$")
+    shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds in-flight work may take at SIGTERM.")
+
+
+class ImageprocClientSettings(BaseSettings):
+    """Where a service that re-runs recorded pipelines (verification) finds imageproc."""
+
+    model_config = _BASE_CONFIG
+
+    imageproc_url: str = "http://127.0.0.1:8080"
+    imageproc_timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("imageproc_url")
+    @classmethod
+    def _check_imageproc_client_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
+class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
+    """`imgpipe upload-server`: the HTTP entry point."""
+
+    upload_host: str = "127.0.0.1"
+    upload_port: int = Field(default=8000, ge=0, le=65535)
+    upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    upload_max_files: int = Field(default=32, ge=1)
+    upload_default_pipeline: str = "thumbnail"
+    upload_api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens; when set, the API needs one of them.",
+    )
+    upload_read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds an upload may send nothing before it is refused."
+    )
+
+    def api_tokens(self) -> tuple[str, ...]:
+        raw = self.upload_api_tokens.get_secret_value() if self.upload_api_tokens else ""
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+class ImageprocSettings(LogSettings):
+    """`imgpipe imageproc`: the libvips HTTP service."""
+
+    imageproc_host: str = "127.0.0.1"
+    imageproc_port: int = Field(default=8080, ge=0, le=65535)
+    imageproc_workers: int = Field(default=2, ge=1, le=64, description="Threads running libvips.")
+    imageproc_queue: int = Field(default=32, ge=0, description="Requests waiting beyond the workers before 429.")
+    imageproc_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    imageproc_max_pixels: int = Field(default=50_000_000, ge=1)
+    imageproc_timeout: float = Field(default=60.0, gt=0)
+    imageproc_max_frames: int = Field(default=1000, ge=1, description="Most frames an input may have.")
+    imageproc_max_output_dimension: int = Field(default=16384, ge=1, le=65535)
+    imageproc_formats: str = Field(
+        default="jpeg,png,webp,avif,tiff,gif", description="Input formats allowed (comma-separated)."
+    )
+    imgpipe_presets: str | None = Field(
+        default=None, description="User presets: a JSON/TOML file path or inline JSON."
+    )
+    imageproc_overlays: str | None = Field(
+        default=None, description="Directory of watermark images, named by file stem."
+    )
+
+
+class RunnerSettings(AmqpSettings, S3Settings, LogSettings):
+    """`imgpipe runner`: consumes a stage's events and drives imageproc."""
+
+    imageproc_url: str = "http://127.0.0.1:8080"
+    runner_stage: str | None = Field(
+        default=None, description="Stage name; defaults to the publish exchange's name."
+    )
+    runner_pipeline: str | None = Field(
+        default=None, description="Pipeline of this stage; default: the one carried by each event."
+    )
+    runner_host: str = "127.0.0.1"
+    runner_port: int = Field(default=8001, ge=0, le=65535)
+    imageproc_timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("imageproc_url")
+    @classmethod
+    def _check_imageproc_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @field_validator("runner_pipeline")
+    @classmethod
+    def _canonical_pipeline(cls, value: str | None) -> str | None:
+        """The canonical form (what provenance records and verification re-runs).
+
+        A name imgpipe does not know here (a preset only imageproc has) is kept
+        as given: imageproc decides.
+        """
+        from imgpipe.domain.pipeline import PipelineError, parse_pipeline
+
+        if value is None or not value.strip():
+            return None
+        try:
+            return parse_pipeline(value).canonical()
+        except PipelineError:
+            return value.strip()
+
+    @property
+    def stage(self) -> str:
+        return self.runner_stage or self.amqp_exchange_publish
+
+
+class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
+    """`imgpipe provenance`: stores provenance events in CouchDB."""
+
+    provenance_host: str = "127.0.0.1"
+    provenance_port: int = Field(default=8002, ge=0, le=65535)
+    provenance_prefetch: int = Field(
+        default=32, ge=1, le=1000,
+        description="Events handled at once; those arriving together are written in one request.",
+    )
+
+
+class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
+    """`imgpipe verify` and `imgpipe provenance show`: read the record, re-run through imageproc."""
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment plus explicit overrides (CLI flags).
+
+    A missing or malformed variable raises :class:`ConfigError` whose message
+    names the variable, e.g. ``AMQP_PORT: Input should be a valid integer``.
+    """
+    try:
+        build: Any = cls
+        settings: S = build(**{k: v for k, v in overrides.items() if v is not None})
+        return settings
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else cls.__name__
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems)) from None

@@ -1,0 +1,313 @@
+"""Object storage over S3 (aiobotocore): streaming puts and gets.
+
+Services depend on the :class:`ObjectStore` protocol; :class:`S3Store` is the
+S3 implementation. Uploads are streamed: bytes pass through in parts of
+``part_size`` (S3 multipart once a body outgrows one part), the sha256 is
+computed on the way, and a failed upload leaves no object behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imgpipe.errors import ImgpipeError, TransientError, Unavailable
+from imgpipe.runtime.config import S3Settings
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ObjectStore(Protocol):
+    """What services need of an object store."""
+
+    async def ensure_bucket(self, bucket: str) -> None: ...
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject: ...
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject: ...
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]: ...
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    async def delete(self, bucket: str, key: str) -> None: ...
+
+    async def list_keys(self, bucket: str, prefix: str = "") -> list[str]: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ObjectNotFound(ImgpipeError):
+    reason = "object_not_found"
+    status = 404
+
+
+def _transient(exc: Exception, what: str) -> TransientError:
+    """S3 unreachable or failing on its side: :class:`Unavailable`; refusing us: transient."""
+    message = f"S3 is unavailable ({what}): {type(exc).__name__}"
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status < 500:
+            return TransientError(f"S3 refused the request ({what}): {_code(exc) or status}",
+                                  reason="storage_error")
+    return Unavailable(message, reason="storage_unavailable")
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _SourceFailed(Exception):
+    """The byte source of a streamed put failed (not S3): re-raised as it was."""
+
+
+class S3Store:
+    """:class:`ObjectStore` on an S3-compatible server (path-style addressing)."""
+
+    def __init__(self, settings: S3Settings, *, part_size: int = PART_SIZE) -> None:
+        self._settings = settings
+        self._part_size = part_size
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def connect(self) -> None:
+        s = self._settings
+        config = AioConfig(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2, "mode": "standard"},  # callers hold and retry
+            connect_timeout=3,
+            read_timeout=60,
+        )
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                endpoint_url=s.s3_url,
+                region_name=s.s3_region,
+                aws_access_key_id=s.s3_access_key,
+                aws_secret_access_key=s.s3_secret_key.get_secret_value(),
+                config=config,
+            )
+        )
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        try:
+            await self._client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise _transient(exc, "head bucket") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise _transient(exc, "head bucket") from exc
+        try:
+            await self._client.create_bucket(Bucket=bucket)
+            log.info("bucket created", extra={"bucket": bucket})
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise _transient(exc, "create bucket") from exc
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        try:
+            await self._client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                Metadata=dict(metadata or {}),
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise _transient(exc, "put") from exc
+        return StoredObject(bucket, key, len(data), hashlib.sha256(data).hexdigest())
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Stream ``chunks`` to ``bucket/key`` holding at most one part in memory.
+
+        If ``chunks`` raises (a client went away, a limit was crossed), the
+        partial upload is aborted and the error propagates.
+        """
+        digest = hashlib.sha256()
+        buffer = bytearray()
+        size = 0
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        source = chunks.__aiter__()
+        try:
+            while True:
+                try:
+                    chunk = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:
+                    raise _SourceFailed() from exc
+                digest.update(chunk)
+                size += len(chunk)
+                buffer += chunk
+                while len(buffer) >= self._part_size:
+                    if upload_id is None:
+                        created = await self._client.create_multipart_upload(
+                            Bucket=bucket, Key=key, ContentType=content_type,
+                            Metadata=dict(metadata or {}),
+                        )
+                        upload_id = created["UploadId"]
+                    body = bytes(buffer[: self._part_size])
+                    del buffer[: self._part_size]
+                    part = await self._client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id,
+                        PartNumber=len(parts) + 1, Body=body,
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+            if upload_id is None:
+                await self._client.put_object(
+                    Bucket=bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
+                    Metadata=dict(metadata or {}),
+                )
+            else:
+                if buffer:
+                    part = await self._client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id,
+                        PartNumber=len(parts) + 1, Body=bytes(buffer),
+                    )
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
+                await self._client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException as exc:
+            if upload_id is not None:
+                await self._abort(bucket, key, upload_id)
+            if isinstance(exc, _SourceFailed):
+                assert exc.__cause__ is not None
+                raise exc.__cause__ from None
+            if isinstance(exc, (ClientError, BotoCoreError, OSError)):
+                raise _transient(exc, "put") from exc
+            raise
+        return StoredObject(bucket, key, size, digest.hexdigest())
+
+    async def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            await asyncio.shield(
+                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            )
+        except Exception:  # noqa: BLE001 - best effort; S3 lifecycle rules sweep the rest
+            log.warning("could not abort multipart upload", extra={"key": key})
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        chunks = [chunk async for chunk in self.iter_bytes(bucket, key)]
+        return b"".join(chunks)
+
+    async def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        try:
+            response = await self._client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from exc
+            raise _transient(exc, "get") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise _transient(exc, "get") from exc
+        async with response["Body"] as body:
+            try:
+                async for chunk in body.iter_chunks(256 * 1024):
+                    yield chunk
+            except (BotoCoreError, OSError) as exc:
+                raise _transient(exc, "get") from exc
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            response = await self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _transient(exc, "head") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise _transient(exc, "head") from exc
+        return ObjectInfo(
+            size=int(response.get("ContentLength", 0)),
+            content_type=str(response.get("ContentType", "application/octet-stream")),
+            metadata=dict(response.get("Metadata", {})),
+        )
+
+    async def delete(self, bucket: str, key: str) -> None:
+        try:
+            await self._client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise _transient(exc, "delete") from exc
+
+    async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise _transient(exc, "list") from exc
+        return keys
+
+    async def check(self) -> None:
+        if self._client is None:
+            raise Unavailable("S3 client not started", reason="storage_unavailable")
+        try:
+            await self._client.head_bucket(Bucket=self._settings.s3_input_bucket)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise _transient(exc, "head bucket") from exc
