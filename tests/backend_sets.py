@@ -19,11 +19,11 @@ import pytest
 
 from imgpipe.broker.policy import DEFAULT_DELAYS
 from imgpipe.broker.protocol import Broker, topology, work_queue_name
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.backends import open_broker, open_object_store, open_provenance_store
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
 from imgpipe.runtime.fileurl import embedded_url
-from imgpipe.storage.s3 import ObjectStore
+from imgpipe.storage.protocol import ObjectStore
 
 BACKEND_SETS = ("embedded", "servers")
 

@@ -17,7 +17,8 @@ from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.errors import PermanentError, TransientError
 from imgpipe.provstore.couch import CouchStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
-from imgpipe.storage.s3 import ObjectNotFound, S3Store
+from imgpipe.storage.protocol import ObjectNotFound
+from imgpipe.storage.s3 import S3Store
 
 
 def s3_settings(server: Any, **extra: Any) -> S3Settings:

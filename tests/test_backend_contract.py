@@ -15,8 +15,8 @@ import pytest
 from imgpipe.broker.policy import ATTEMPT, ERROR, QUEUE, REASON, RetryPolicy
 from imgpipe.broker.protocol import Broker, Delivery, topology
 from imgpipe.errors import PermanentError, TransientError, Unavailable
-from imgpipe.provstore.couch import ProvenanceStore
-from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
+from imgpipe.provstore.protocol import ProvenanceStore
+from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 from tests.backend_sets import TEST_DELAYS, extra_queue
 
 WAIT = 30.0

@@ -21,10 +21,10 @@ from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ProvenanceEvent, new_id
 from imgpipe.domain.lineage import lineage
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import errors_middleware
-from imgpipe.storage.s3 import ObjectStore
+from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.provenance_routes import add_provenance_routes
 from tests.backend_sets import settings_of

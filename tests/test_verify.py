@@ -16,7 +16,7 @@ from prov.model import ProvDocument
 
 from imgpipe.domain.events import new_id, provenance_event_id
 from imgpipe.domain.pipeline import BUILTIN_PRESETS, parse_pipeline
-from imgpipe.storage.s3 import ObjectNotFound
+from imgpipe.storage.protocol import ObjectNotFound
 from tests.images import image_bytes
 from tests.prov_system import (
     call,

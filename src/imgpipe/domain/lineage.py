@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgpipe.errors import ImgpipeError, InvalidInput
-from imgpipe.provstore.couch import Doc, ProvenanceStore
+from imgpipe.provstore.protocol import Doc, ProvenanceStore
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Most records a lineage query reads before it answers with ``truncated``.

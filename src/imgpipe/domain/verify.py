@@ -20,8 +20,8 @@ from imgpipe.client.imageproc import Processed
 from imgpipe.domain.events import utcnow
 from imgpipe.domain.lineage import job_records, step_key
 from imgpipe.errors import PermanentError
-from imgpipe.provstore.couch import ProvenanceStore
-from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
+from imgpipe.provstore.protocol import ProvenanceStore
+from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 
 
 class Outcome(enum.StrEnum):

@@ -18,7 +18,7 @@ from imgpipe.domain.events import ProvenanceEvent
 from imgpipe.domain.prov import fragment_json
 from imgpipe.errors import PermanentError
 from imgpipe.provenance import metrics
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.logs import job_context
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
 from imgpipe.errors import Unavailable
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.backends import new_broker, new_provenance_store
 from imgpipe.runtime.config import ProvenanceSettings
 from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve

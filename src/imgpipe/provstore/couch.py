@@ -1,9 +1,9 @@
 """Provenance storage in CouchDB (aiocouch).
 
-Services depend on the :class:`ProvenanceStore` protocol; :class:`CouchStore`
-is the CouchDB implementation. Documents are written once under a
-deterministic id: a second write of the same id (a redelivered event) meets
-CouchDB's 409 and counts as done.
+:class:`CouchStore` is the CouchDB implementation of
+:class:`~imgpipe.provstore.protocol.ProvenanceStore`. Documents are written
+once under a deterministic id: a second write of the same id (a redelivered
+event) meets CouchDB's 409 and counts as done.
 
 Everything that works around aiocouch or differences between Apache CouchDB
 and the CouchDB-compatible test server lives in :func:`_open_server`.
@@ -15,43 +15,17 @@ import asyncio
 import base64
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from aiocouch import CouchDB, Database
 from aiocouch.exception import NotFoundError
 
 from imgpipe.errors import TransientError, Unavailable
+from imgpipe.provstore.protocol import INDEXES, Doc
 from imgpipe.runtime.config import CouchSettings
 
 log = logging.getLogger(__name__)
-
-Doc = dict[str, Any]
-
-#: Mango indexes the queries of the job API and lineage rely on.
-INDEXES: Sequence[Mapping[str, Any]] = (
-    {"name": "by-job", "index": {"fields": ["job_id"]}},
-    {"name": "by-input-sha", "index": {"fields": ["input.sha256"]}},
-    {"name": "by-output-sha", "index": {"fields": ["output.sha256"]}},
-)
-
-
-class ProvenanceStore(Protocol):
-    """What services need of the provenance database."""
-
-    async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
-        """Store ``doc`` under ``doc_id``; False when it was already stored."""
-        ...
-
-    async def get(self, doc_id: str) -> Doc | None: ...
-
-    async def find(
-        self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
-    ) -> list[Doc]: ...
-
-    async def check(self) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 def _unavailable(exc: BaseException) -> TransientError:
@@ -89,7 +63,7 @@ def _open_server(settings: CouchSettings) -> CouchDB:
 
 
 class CouchStore:
-    """:class:`ProvenanceStore` on CouchDB (or a server speaking its API)."""
+    """:class:`~imgpipe.provstore.protocol.ProvenanceStore` on CouchDB (or a server speaking its API)."""
 
     def __init__(self, settings: CouchSettings, *, database: str | None = None) -> None:
         self._settings = settings

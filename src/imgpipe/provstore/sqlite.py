@@ -19,7 +19,7 @@ import aiosqlite
 
 from imgpipe.errors import TransientError
 from imgpipe.provstore import mango
-from imgpipe.provstore.couch import INDEXES, Doc
+from imgpipe.provstore.protocol import INDEXES, Doc
 
 
 def _unavailable(exc: BaseException) -> TransientError:
@@ -43,7 +43,7 @@ def database_file(directory: Path, database: str) -> Path:
 
 
 class SqliteProvenanceStore:
-    """:class:`~imgpipe.provstore.couch.ProvenanceStore` in a SQLite file."""
+    """:class:`~imgpipe.provstore.protocol.ProvenanceStore` in a SQLite file."""
 
     def __init__(self, directory: Path, database: str) -> None:
         self.path = database_file(directory, database)

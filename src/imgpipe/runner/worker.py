@@ -37,7 +37,7 @@ from imgpipe.errors import ImgpipeError, PermanentError, TransientError, Unavail
 from imgpipe.runner import metrics
 from imgpipe.runtime.config import RunnerSettings
 from imgpipe.runtime.logs import job_context, redact
-from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
+from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 

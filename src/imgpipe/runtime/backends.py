@@ -2,8 +2,8 @@
 
 Services call these functions and depend only on the protocols
 (:class:`~imgpipe.broker.protocol.Broker`,
-:class:`~imgpipe.storage.s3.ObjectStore`,
-:class:`~imgpipe.provstore.couch.ProvenanceStore`). Each backend's URL chooses
+:class:`~imgpipe.storage.protocol.ObjectStore`,
+:class:`~imgpipe.provstore.protocol.ProvenanceStore`). Each backend's URL chooses
 its implementation:
 
 ========================  ==================================  =========================
@@ -24,13 +24,15 @@ from __future__ import annotations
 from imgpipe.broker.embedded import EmbeddedBroker
 from imgpipe.broker.protocol import Broker
 from imgpipe.broker.rabbitmq import AmqpBroker
-from imgpipe.provstore.couch import CouchStore, ProvenanceStore
+from imgpipe.provstore.couch import CouchStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.provstore.sqlite import SqliteProvenanceStore
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings
 from imgpipe.runtime.fileurl import embedded_path, is_embedded
 from imgpipe.runtime.lifecycle import until_available
 from imgpipe.storage.local import LocalStore
-from imgpipe.storage.s3 import ObjectStore, S3Store
+from imgpipe.storage.protocol import ObjectStore
+from imgpipe.storage.s3 import S3Store
 
 
 def new_broker(settings: AmqpSettings, *, name: str) -> Broker:

@@ -2,8 +2,8 @@
 
 They implement the same protocols as RabbitMQ, S3 and CouchDB
 (:class:`~imgpipe.broker.protocol.Broker`,
-:class:`~imgpipe.storage.s3.ObjectStore`,
-:class:`~imgpipe.provstore.couch.ProvenanceStore`) over a local directory, so
+:class:`~imgpipe.storage.protocol.ObjectStore`,
+:class:`~imgpipe.provstore.protocol.ProvenanceStore`) over a local directory, so
 imgpipe runs with no server at all (``imgpipe dev``). A ``file://`` URL in
 ``AMQP_URL``, ``S3_URL`` or ``COUCHDB_URL`` selects them; everything they keep
 survives a restart.

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from imgpipe.errors import InvalidInput, TransientError
-from imgpipe.storage.s3 import ObjectInfo, ObjectNotFound, StoredObject
+from imgpipe.storage.protocol import ObjectInfo, ObjectNotFound, StoredObject
 
 READ_CHUNK = 256 * 1024
 _TMP_PREFIX = ".imgpipe-tmp-"
@@ -69,7 +69,7 @@ def _abandon(tmp: Path, handle: IO[bytes]) -> None:
 
 
 class LocalStore:
-    """:class:`~imgpipe.storage.s3.ObjectStore` over a local directory."""
+    """:class:`~imgpipe.storage.protocol.ObjectStore` over a local directory."""
 
     def __init__(self, root: Path, *, check_bucket: str | None = None) -> None:
         self.root = root

@@ -1,9 +1,10 @@
 """Object storage over S3 (aiobotocore): streaming puts and gets.
 
-Services depend on the :class:`ObjectStore` protocol; :class:`S3Store` is the
-S3 implementation. Uploads are streamed: bytes pass through in parts of
-``part_size`` (S3 multipart once a body outgrows one part), the sha256 is
-computed on the way, and a failed upload leaves no object behind.
+:class:`S3Store` is the S3 implementation of
+:class:`~imgpipe.storage.protocol.ObjectStore`. Uploads are streamed: bytes
+pass through in parts of ``part_size`` (S3 multipart once a body outgrows one
+part), the sha256 is computed on the way, and a failed upload leaves no object
+behind.
 """
 
 from __future__ import annotations
@@ -13,79 +14,19 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imgpipe.errors import ImgpipeError, TransientError, Unavailable
+from imgpipe.errors import TransientError, Unavailable
 from imgpipe.runtime.config import S3Settings
+from imgpipe.storage.protocol import ObjectInfo, ObjectNotFound, StoredObject
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    bucket: str
-    key: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    content_type: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-class ObjectStore(Protocol):
-    """What services need of an object store."""
-
-    async def ensure_bucket(self, bucket: str) -> None: ...
-
-    async def put_stream(
-        self,
-        bucket: str,
-        key: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        content_type: str,
-        metadata: Mapping[str, str] | None = None,
-    ) -> StoredObject: ...
-
-    async def put_bytes(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str] | None = None,
-    ) -> StoredObject: ...
-
-    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
-
-    def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]: ...
-
-    async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
-
-    async def delete(self, bucket: str, key: str) -> None: ...
-
-    async def list_keys(self, bucket: str, prefix: str = "") -> list[str]: ...
-
-    async def check(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class ObjectNotFound(ImgpipeError):
-    reason = "object_not_found"
-    status = 404
 
 
 def _transient(exc: Exception, what: str) -> TransientError:
@@ -108,7 +49,7 @@ class _SourceFailed(Exception):
 
 
 class S3Store:
-    """:class:`ObjectStore` on an S3-compatible server (path-style addressing)."""
+    """:class:`~imgpipe.storage.protocol.ObjectStore` on an S3-compatible server (path-style addressing)."""
 
     def __init__(self, settings: S3Settings, *, part_size: int = PART_SIZE) -> None:
         self._settings = settings

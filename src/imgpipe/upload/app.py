@@ -19,10 +19,10 @@ from imgpipe.domain.events import (
 )
 from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import add_ops_routes, errors_middleware, metrics_middleware
-from imgpipe.storage.s3 import ObjectNotFound, ObjectStore
+from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 from imgpipe.upload import metrics
 from imgpipe.upload.auth import auth_middleware
 from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload

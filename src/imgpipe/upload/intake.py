@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from imgpipe.domain.events import new_id
 from imgpipe.domain.keys import object_key
 from imgpipe.errors import InvalidInput
-from imgpipe.storage.s3 import ObjectStore, StoredObject
+from imgpipe.storage.protocol import ObjectStore, StoredObject
 from imgpipe.upload.formats import SNIFF_BYTES, media_type, sniff_format
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.storage.s3 import ObjectStore
+from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.intake import input_key
 
 

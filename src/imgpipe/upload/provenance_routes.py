@@ -21,9 +21,9 @@ from imgpipe.domain.lineage import job_records, lineage
 from imgpipe.domain.prov import FORMATS, job_document, jobs_document, serialize
 from imgpipe.domain.verify import verify_job
 from imgpipe.errors import ImgpipeError, InvalidInput
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.storage.s3 import ObjectStore
+from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.intake import input_key
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")

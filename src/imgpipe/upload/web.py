@@ -21,7 +21,7 @@ from aiohttp import web
 from imgpipe.domain.pipeline import BUILTIN_PRESETS, DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.storage.s3 import ObjectNotFound
+from imgpipe.storage.protocol import ObjectNotFound
 from imgpipe.upload.apidoc import render_api_page
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.jobs import job_status

@@ -1,0 +1,41 @@
+"""What services need of the provenance database, whatever keeps it.
+
+Services depend on :class:`ProvenanceStore` only;
+:class:`~imgpipe.provstore.couch.CouchStore` (CouchDB) and
+:class:`~imgpipe.provstore.sqlite.SqliteProvenanceStore` (one SQLite file)
+implement it. Documents are written once under a deterministic id: a second
+write of the same id (a redelivered event) is reported, not an error.
+Queries are CouchDB Mango selectors on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Doc = dict[str, Any]
+
+#: Mango indexes the queries of the job API and lineage rely on.
+INDEXES: Sequence[Mapping[str, Any]] = (
+    {"name": "by-job", "index": {"fields": ["job_id"]}},
+    {"name": "by-input-sha", "index": {"fields": ["input.sha256"]}},
+    {"name": "by-output-sha", "index": {"fields": ["output.sha256"]}},
+)
+
+
+class ProvenanceStore(Protocol):
+    """What services need of the provenance database."""
+
+    async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
+        """Store ``doc`` under ``doc_id``; False when it was already stored."""
+        ...
+
+    async def get(self, doc_id: str) -> Doc | None: ...
+
+    async def find(
+        self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
+    ) -> list[Doc]: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...

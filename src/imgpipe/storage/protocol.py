@@ -1,0 +1,76 @@
+"""What services need of an object store, whatever keeps the bytes.
+
+Services depend on :class:`ObjectStore` only; :class:`~imgpipe.storage.s3.S3Store`
+(S3) and :class:`~imgpipe.storage.local.LocalStore` (a local directory) implement
+it. Both keep objects under ``bucket/key``, store a put whole or not at all,
+and raise :class:`ObjectNotFound` for a key that is not there and
+:class:`~imgpipe.errors.TransientError` while the storage cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from imgpipe.errors import ImgpipeError
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ObjectNotFound(ImgpipeError):
+    reason = "object_not_found"
+    status = 404
+
+
+class ObjectStore(Protocol):
+    """What services need of an object store."""
+
+    async def ensure_bucket(self, bucket: str) -> None: ...
+
+    async def put_stream(
+        self,
+        bucket: str,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject: ...
+
+    async def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StoredObject: ...
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]: ...
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    async def delete(self, bucket: str, key: str) -> None: ...
+
+    async def list_keys(self, bucket: str, prefix: str = "") -> list[str]: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
