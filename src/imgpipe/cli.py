@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     from imgpipe.client.commands import add_client_commands
 
     add_client_commands(sub)
-    from imgpipe import dlq
+    from imgpipe import dlq, preset_commands
 
     dlq.add_parser(sub)
+    preset_commands.add_parser(sub)
     for name, func in COMMANDS.items():
         sub.add_parser(name).set_defaults(func=func)
     return parser

@@ -12,7 +12,6 @@ from imgpipe.domain.pipeline import (
     BUILTIN_PRESETS,
     DEFAULT_PIPELINE,
     catalogue,
-    load_presets,
     parse_pipeline,
 )
 from imgpipe.errors import ImgpipeError, TransientError
@@ -142,7 +141,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = settings
-    app[PRESETS] = load_presets(settings.imgpipe_presets)
+    app[PRESETS] = settings.preset_pipelines()
     app[DRAINING] = [False]
 
     async def ready() -> None:

@@ -8,14 +8,17 @@ import time: call :func:`load` from the edge of the program.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgpipe.broker.policy import RetryPolicy, parse_delays
 from imgpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from imgpipe.domain.pipeline import Preset
 
 _BASE_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
 
@@ -134,6 +137,39 @@ class LogSettings(BaseSettings):
     shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds in-flight work may take at SIGTERM.")
 
 
+class PresetSettings(BaseSettings):
+    """The presets file every service that names pipelines reads (``IMGPIPE_PRESETS``)."""
+
+    model_config = _BASE_CONFIG
+
+    imgpipe_presets: str | None = Field(
+        default=None,
+        description="User presets: a TOML/JSON file path (or inline JSON) of named pipelines "
+        "with descriptions; a bad entry stops the service at start.",
+    )
+
+    @field_validator("imgpipe_presets")
+    @classmethod
+    def _check_presets(cls, value: str | None) -> str | None:
+        from imgpipe.domain.pipeline import PresetError, read_presets
+
+        try:
+            read_presets(value)
+        except PresetError as exc:
+            raise ValueError(exc.message.removeprefix("IMGPIPE_PRESETS: ")) from None
+        return value
+
+    def presets(self) -> dict[str, Preset]:
+        """The user presets, by name (validated when the settings were loaded)."""
+        from imgpipe.domain.pipeline import read_presets
+
+        return read_presets(self.imgpipe_presets)
+
+    def preset_pipelines(self) -> dict[str, str]:
+        """The user presets as name → canonical pipeline, for :func:`parse_pipeline`."""
+        return {name: preset.pipeline for name, preset in self.presets().items()}
+
+
 class ImageprocClientSettings(BaseSettings):
     """Where a service that re-runs recorded pipelines (verification) finds imageproc."""
 
@@ -148,7 +184,8 @@ class ImageprocClientSettings(BaseSettings):
         return _check_http_url(value)
 
 
-class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
+class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings,
+                     PresetSettings, LogSettings):
     """`imgpipe upload-server`: the HTTP entry point."""
 
     upload_host: str = "127.0.0.1"
@@ -169,7 +206,7 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
         return tuple(t.strip() for t in raw.split(",") if t.strip())
 
 
-class ImageprocSettings(LogSettings):
+class ImageprocSettings(PresetSettings, LogSettings):
     """`imgpipe imageproc`: the libvips HTTP service."""
 
     imageproc_host: str = "127.0.0.1"
@@ -184,15 +221,12 @@ class ImageprocSettings(LogSettings):
     imageproc_formats: str = Field(
         default="jpeg,png,webp,avif,tiff,gif", description="Input formats allowed (comma-separated)."
     )
-    imgpipe_presets: str | None = Field(
-        default=None, description="User presets: a JSON/TOML file path or inline JSON."
-    )
     imageproc_overlays: str | None = Field(
         default=None, description="Directory of watermark images, named by file stem."
     )
 
 
-class RunnerSettings(AmqpSettings, S3Settings, LogSettings):
+class RunnerSettings(AmqpSettings, S3Settings, PresetSettings, LogSettings):
     """`imgpipe runner`: consumes a stage's events and drives imageproc."""
 
     imageproc_url: str = "http://127.0.0.1:8080"
@@ -211,22 +245,24 @@ class RunnerSettings(AmqpSettings, S3Settings, LogSettings):
     def _check_imageproc_url(cls, value: str) -> str:
         return _check_http_url(value)
 
-    @field_validator("runner_pipeline")
-    @classmethod
-    def _canonical_pipeline(cls, value: str | None) -> str | None:
+    @model_validator(mode="after")
+    def _canonical_pipeline(self) -> RunnerSettings:
         """The canonical form (what provenance records and verification re-runs).
 
-        A name imgpipe does not know here (a preset only imageproc has) is kept
-        as given: imageproc decides.
+        A preset name is resolved with the presets file; a name imgpipe does
+        not know here is kept as given: imageproc decides.
         """
         from imgpipe.domain.pipeline import PipelineError, parse_pipeline
 
+        value = self.runner_pipeline
         if value is None or not value.strip():
-            return None
+            self.runner_pipeline = None
+            return self
         try:
-            return parse_pipeline(value).canonical()
+            self.runner_pipeline = parse_pipeline(value, self.preset_pipelines()).canonical()
         except PipelineError:
-            return value.strip()
+            self.runner_pipeline = value.strip()
+        return self
 
     @property
     def stage(self) -> str:
@@ -244,7 +280,8 @@ class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
     )
 
 
-class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, LogSettings):
+class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, PresetSettings,
+                     LogSettings):
     """`imgpipe verify` and `imgpipe provenance show`: read the record, re-run through imageproc."""
 
 

@@ -8,12 +8,14 @@ from imgpipe.domain.pipeline import geometry, output, overlay, tone  # noqa: F40
 from imgpipe.domain.pipeline.base import OPERATIONS, Operation
 from imgpipe.domain.pipeline.errors import PipelineError
 from imgpipe.domain.pipeline.model import MAX_STEPS, Pipeline, catalogue_entry
-from imgpipe.domain.pipeline.presets import (
-    BUILTIN_PRESETS,
-    DEFAULT_PIPELINE,
+from imgpipe.domain.pipeline.preset_file import (
+    Preset,
+    PresetError,
+    all_presets,
     load_presets,
-    parse_pipeline,
+    read_presets,
 )
+from imgpipe.domain.pipeline.presets import BUILTIN_PRESETS, DEFAULT_PIPELINE, parse_pipeline
 
 
 def catalogue() -> list[dict[str, object]]:
@@ -29,7 +31,11 @@ __all__ = [
     "Operation",
     "Pipeline",
     "PipelineError",
+    "Preset",
+    "PresetError",
+    "all_presets",
     "catalogue",
     "load_presets",
     "parse_pipeline",
+    "read_presets",
 ]

@@ -1,17 +1,18 @@
-"""Named pipelines: the built-in presets and user presets from configuration."""
+"""Named pipelines: the built-in presets and the parser that resolves a name.
+
+User presets (the ``IMGPIPE_PRESETS`` file) are read by
+:mod:`imgpipe.domain.pipeline.preset_file`; a user preset of a built-in's name
+replaces it.
+"""
 
 from __future__ import annotations
 
-import json
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from imgpipe.domain.pipeline.errors import PipelineError
 from imgpipe.domain.pipeline.model import Pipeline
 from imgpipe.domain.pipeline.parse import is_bare_name, parse_steps
-from imgpipe.errors import ConfigError
 
 DEFAULT_PIPELINE = "thumbnail"
 """The pipeline used when a request names none."""
@@ -29,6 +30,20 @@ BUILTIN_PRESETS: dict[str, str] = {
     "print": "format:tiff,keep=icc",
 }
 """Presets every imgpipe knows; user presets of the same name replace them."""
+
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    "thumbnail": "256 px JPEG thumbnail (the default)",
+    "dither": "Floyd-Steinberg dithered PNG",
+    "web": "at most 1600 px, WebP, for web pages",
+    "preview": "800 px progressive JPEG preview",
+    "avatar": "128 px square WebP, cropped on the interesting part",
+    "social": "1200x630 JPEG card for social media",
+    "square": "512 px square PNG, letterboxed on transparency",
+    "avif": "at most 1600 px, AVIF",
+    "lossless": "lossless PNG of the whole image",
+    "print": "TIFF keeping the ICC colour profile",
+}
+"""What each built-in preset is for, as the page and ``GET /presets`` show it."""
 
 
 def parse_pipeline(
@@ -62,54 +77,3 @@ def parse_pipeline(
                 preset=name,
             )
     return parse_steps(spec)
-
-
-def _read(value: str) -> Any:
-    text = value.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"IMGPIPE_PRESETS: inline JSON does not parse: {exc}") from None
-    path = Path(text).expanduser()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"IMGPIPE_PRESETS: cannot read {path}: {exc.strerror}") from None
-    try:
-        if path.suffix.lower() == ".toml":
-            return tomllib.loads(raw.decode())
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"IMGPIPE_PRESETS: {path} does not parse: {exc}") from None
-
-
-def load_presets(value: str | None) -> dict[str, str]:
-    """User presets from configuration: a JSON or TOML file path, or inline JSON.
-
-    The document maps names to pipelines, either at the top level or under a
-    ``presets`` key; a pipeline is text (``"resize:w=64/format:png"``) or a JSON
-    list of steps. Every preset is validated here, so a bad one stops the
-    service at start with a :class:`ConfigError` naming it.
-    """
-    if value is None or not value.strip():
-        return {}
-    document = _read(value)
-    if isinstance(document, dict) and isinstance(document.get("presets"), dict):
-        document = document["presets"]
-    if not isinstance(document, dict):
-        raise ConfigError("IMGPIPE_PRESETS: expected a mapping of preset names to pipelines")
-    result: dict[str, str] = {}
-    for name, spec in document.items():
-        if not isinstance(name, str) or not is_bare_name(name):
-            raise ConfigError(
-                f"IMGPIPE_PRESETS: preset name {name!r}: expected lower-case letters, digits, '-' or '_'"
-            )
-        if not isinstance(spec, (str, list)):
-            raise ConfigError(f"IMGPIPE_PRESETS: preset {name!r}: expected pipeline text or a list")
-        try:
-            pipeline = parse_steps(spec)
-        except PipelineError as exc:
-            raise ConfigError(f"IMGPIPE_PRESETS: preset {name!r}: {exc.message}") from None
-        result[name] = pipeline.canonical()
-    return result
