@@ -34,14 +34,18 @@ def add_commands(sub: Any, provenance: argparse.ArgumentParser) -> None:
     show = actions.add_parser("show", help="Print a job's provenance as a tree (or PROV).",
                               description="Print a job's provenance record.")
     show.add_argument("job_id", metavar="JOB_ID")
-    show.add_argument("--format", choices=("tree", "json", "provn", "jsonld"), default="tree",
-                      help="tree (default, for people), or PROV-JSON, PROV-N, PROV-JSON-LD")
+    show.add_argument("--format", choices=("tree", "json", "provn", "jsonld", "dot"),
+                      default="tree",
+                      help="tree (default, for people), PROV-JSON, PROV-N, PROV-JSON-LD, or dot "
+                           "(Graphviz: imgpipe provenance show JOB --format dot | dot -Tsvg)")
     show.set_defaults(func=show_command)
     lin = actions.add_parser("lineage", help="Print what an image was made from and into.",
                              description="Print an image's lineage across stages and jobs.")
     lin.add_argument("sha256", metavar="SHA256")
-    lin.add_argument("--format", choices=("summary", "json", "provn", "jsonld"), default="summary",
-                     help="summary (default) or the records as PROV-JSON, PROV-N, PROV-JSON-LD")
+    lin.add_argument("--format", choices=("summary", "json", "provn", "jsonld", "dot"),
+                     default="summary",
+                     help="summary (default), the records as PROV-JSON, PROV-N, PROV-JSON-LD, "
+                          "or the lineage graph as dot (Graphviz)")
     lin.set_defaults(func=lineage_command)
     verify = sub.add_parser(
         "verify", help="Re-run a job's recorded steps and compare hashes.",
@@ -104,6 +108,10 @@ async def _show(settings: Any, job_id: str, fmt: str) -> int:
         return NOT_FOUND
     if fmt == "tree":
         print(render_tree(job_id, docs))
+    elif fmt == "dot":
+        from imgpipe.domain.graph import graph_of, to_dot
+
+        print(to_dot(graph_of(docs), f"imgpipe job {job_id}"), end="")
     else:
         print(serialize(job_document(job_id, docs), fmt))
     return 0
@@ -125,6 +133,10 @@ async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
         await store.close()
     if fmt == "summary":
         print(render_lineage(found.to_dict()))
+    elif fmt == "dot":
+        from imgpipe.domain.graph import graph_of, to_dot
+
+        print(to_dot(graph_of(found.records.values()), f"lineage of sha256:{sha256}"), end="")
     else:
         print(serialize(jobs_document(found.records.values()), fmt))
     return 0
