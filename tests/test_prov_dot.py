@@ -19,7 +19,7 @@ from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ProvenanceEvent, new_id
 from imgpipe.domain.graph import graph_of, to_dot
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.provstore.couch import ProvenanceStore
+from imgpipe.provstore.protocol import ProvenanceStore
 from tests.prov_events import chain, received, ref, sha, step
 
 NODE = re.compile(r'^  "((?:[^"\\]|\\.)*)" \[label="(?:[^"\\]|\\.)*", .*\];$')
