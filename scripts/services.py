@@ -621,6 +621,32 @@ def install_pouchdb_server(node_dir: Path = NODE_DIR) -> Path:
     return binary
 
 
+C2PA_TS = "@trustnxt/c2pa-ts@0.9.4"
+"""A second C2PA reader, pure TypeScript (not c2pa-rs): tests validate outputs with it too."""
+
+
+def install_c2pa_ts(node_dir: Path = NODE_DIR) -> Path:
+    """Install c2pa-ts into ``node_dir`` once; return its package directory."""
+    package = node_dir / "node_modules" / "@trustnxt" / "c2pa-ts"
+    if (package / "package.json").exists():
+        return package
+    with _file_lock(node_dir / ".install.lock"):
+        if not (package / "package.json").exists():
+            if shutil.which("npm") is None:
+                _apt_install("nodejs", "npm")
+            if not (node_dir / "package.json").exists():
+                _write_json(node_dir / "package.json",
+                            {"name": "imgpipe-dev-servers", "private": True})
+            subprocess.run(
+                ["npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
+                 "--save-exact", "--loglevel=error", C2PA_TS],
+                cwd=node_dir, check=True, stdout=subprocess.DEVNULL,
+            )
+    if not (package / "package.json").exists():
+        raise ServiceError(f"npm install {C2PA_TS} did not provide {package}")
+    return package
+
+
 class CouchDBServer:
     """pouchdb-server (the CouchDB HTTP API) on loopback with an admin user.
 

@@ -61,11 +61,18 @@ class Result:
     width: int
     height: int
     input: Probe
+    payload_sha256: str | None = None
+    """When ``data`` is signed: the sha256 of the bytes libvips encoded (what a re-run repeats)."""
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of the output bytes."""
         return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def payload(self) -> str:
+        """Hex SHA-256 of the image as libvips encoded it, signed or not."""
+        return self.payload_sha256 or self.sha256
 
 
 def vips_version() -> str:

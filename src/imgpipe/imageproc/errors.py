@@ -45,3 +45,17 @@ class ProcessingTimeout(TransientError):
 
     reason = "timeout"
     status = 504
+
+
+class InputMismatch(InvalidInput):
+    """The input's bytes do not hash to the sha256 the caller named for them."""
+
+    reason = "input_changed"
+    status = 422
+
+
+class SigningFailed(TransientError):
+    """The output could not be signed (a time-stamp authority or key service failed)."""
+
+    reason = "signing_failed"
+    status = 503

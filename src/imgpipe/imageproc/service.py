@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from imgpipe import __version__
+from imgpipe.credentials.signing import signer_from
 from imgpipe.domain.pipeline import (
     BUILTIN_PRESETS,
     DEFAULT_PIPELINE,
     catalogue,
     parse_pipeline,
 )
-from imgpipe.errors import ImgpipeError, TransientError
+from imgpipe.errors import ImgpipeError, InvalidInput, TransientError
 from imgpipe.imageproc import metrics
+from imgpipe.imageproc.credentials import StepOrigin
 from imgpipe.imageproc.engine import pyvips_version, vips_version
 from imgpipe.imageproc.errors import TooLarge
 from imgpipe.imageproc.malloc import limit_arenas
@@ -37,6 +40,7 @@ POOL: web.AppKey[WorkerPool] = web.AppKey("pool", WorkerPool)
 PRESETS: web.AppKey[dict[str, str]] = web.AppKey("presets", dict)
 SETTINGS: web.AppKey[ImageprocSettings] = web.AppKey("settings", ImageprocSettings)
 DRAINING: web.AppKey[list[bool]] = web.AppKey("draining", list)
+HEX = frozenset("0123456789abcdef")
 
 
 def limits_from(settings: ImageprocSettings) -> Limits:
@@ -72,7 +76,7 @@ async def process_image(request: web.Request) -> web.StreamResponse:
         pool = request.app[POOL]
         pool.check_capacity()
         data = await _read_body(request, pool.limits.max_bytes)
-        result = await pool.run(data, pipeline)
+        result = await pool.run(data, pipeline, _origin(request))
     except ImgpipeError as err:
         metrics.REQUESTS.labels(err.reason).inc()
         retry = err.details.get("retry_after")
@@ -86,6 +90,7 @@ async def process_image(request: web.Request) -> web.StreamResponse:
         "X-Imgpipe-Width": str(result.width),
         "X-Imgpipe-Height": str(result.height),
         "X-Imgpipe-Sha256": result.sha256,
+        "X-Imgpipe-Payload-Sha256": result.payload,
         "X-Imgpipe-Pipeline": pipeline.canonical(),
         "X-Imgpipe-Vips-Version": vips_version(),
         "X-Imgpipe-Pyvips-Version": pyvips_version(),
@@ -94,7 +99,23 @@ async def process_image(request: web.Request) -> web.StreamResponse:
         "X-Imgpipe-Input-Width": str(result.input.width),
         "X-Imgpipe-Input-Height": str(result.input.height),
     }
+    if result.payload_sha256 is not None:
+        headers["X-Imgpipe-Credentials"] = "c2pa"
     return web.Response(body=result.data, headers=headers)
+
+
+def _origin(request: web.Request) -> StepOrigin:
+    """The step the caller names in ``X-Imgpipe-Job``/``-Stage``/``-Input-Sha256``/``-Filename``."""
+    h = request.headers
+    claimed = h.get("X-Imgpipe-Input-Sha256", "").strip().lower() or None
+    if claimed is not None and not (len(claimed) == 64 and all(c in HEX for c in claimed)):
+        raise InvalidInput("X-Imgpipe-Input-Sha256: expected 64 hex digits",
+                           reason="invalid_header")
+    return StepOrigin(job_id=h.get("X-Imgpipe-Job") or None,
+                      stage=h.get("X-Imgpipe-Stage") or None,
+                      input_sha256=claimed,
+                      filename=unquote(h["X-Imgpipe-Filename"]) if h.get("X-Imgpipe-Filename")
+                      else None)
 
 
 async def operations(request: web.Request) -> web.Response:
@@ -119,6 +140,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         limits_from(settings),
         settings.imageproc_timeout,
         load_overlays(settings.imageproc_overlays),
+        signer_from(settings),
     )
     app[POOL] = pool
     yield

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from imgpipe.credentials.signing import ContentSigner
 from imgpipe.domain.pipeline import Pipeline
 from imgpipe.imageproc import metrics
+from imgpipe.imageproc.credentials import StepOrigin, sign_result
 from imgpipe.imageproc.engine import Result, process
 from imgpipe.imageproc.errors import Overloaded, ProcessingTimeout
 from imgpipe.imageproc.safety import Limits
@@ -32,12 +34,14 @@ class WorkerPool:
         limits: Limits,
         timeout: float,
         overlays: Mapping[str, bytes] | None = None,
+        signer: ContentSigner | None = None,
     ) -> None:
         self.workers = workers
         self.overlays = dict(overlays or {})
         self.capacity = workers + queue
         self.limits = limits
         self.timeout = timeout
+        self.signer = signer
         self.admitted = 0
         self._slots = asyncio.Semaphore(workers)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imgpipe-vips")
@@ -50,15 +54,26 @@ class WorkerPool:
                 retry_after=1,
             )
 
-    async def run(self, data: bytes, pipeline: Pipeline) -> Result:
-        """Process ``data`` with ``pipeline`` in a worker thread, within the time limit."""
+    def _work(self, data: bytes, pipeline: Pipeline, deadline: float,
+              origin: StepOrigin) -> Result:
+        result = process(data, pipeline, self.limits, self.overlays, deadline)
+        if self.signer is None:
+            return result
+        return sign_result(self.signer, result, data, pipeline, origin, self.overlays)
+
+    async def run(self, data: bytes, pipeline: Pipeline,
+                  origin: StepOrigin | None = None) -> Result:
+        """Process ``data`` with ``pipeline`` in a worker thread, within the time limit.
+
+        With a signer the output is signed in the same thread, right after encoding.
+        """
         self.check_capacity()
         self.admitted += 1
         metrics.IN_FLIGHT.inc()
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         deadline = time.monotonic() + self.timeout
-        job = partial(process, data, pipeline, self.limits, self.overlays, deadline)
+        job = partial(self._work, data, pipeline, deadline, origin or StepOrigin())
         try:
             async with asyncio.timeout(self.timeout):
                 await self._slots.acquire()

@@ -8,6 +8,7 @@ import time: call :func:`load` from the edge of the program.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -170,6 +171,49 @@ class PresetSettings(BaseSettings):
         return {name: preset.pipeline for name, preset in self.presets().items()}
 
 
+class TrustSettings(BaseSettings):
+    """The certificate authorities whose Content Credentials signers are trusted."""
+
+    model_config = _BASE_CONFIG
+
+    c2pa_trust_anchors: Path | None = Field(
+        default=None, description="PEM file of CA certificates whose signers are trusted.")
+
+
+class C2paSettings(TrustSettings):
+    """Content Credentials: how imageproc signs every output (C2PA)."""
+
+    c2pa_sign: bool = Field(default=False, description="on: sign every output (C2PA).")
+    c2pa_cert_chain: Path | None = Field(
+        default=None, description="PEM file: signing certificate first, then its CAs.")
+    c2pa_private_key: Path | None = Field(
+        default=None, description="PEM file: the signing certificate's private key.")
+    c2pa_signer_callback: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function signing bytes (a KMS or HSM) instead of C2PA_PRIVATE_KEY.")
+    c2pa_alg: str = Field(default="ed25519",
+                          pattern=r"^(ed25519|es256|es384|es512|ps256|ps384|ps512)$")
+    c2pa_tsa_url: str | None = Field(default=None, description="RFC 3161 time-stamp authority.")
+    c2pa_record_url: str | None = Field(
+        default=None,
+        description="Where a job's PROV record is, for the signed assertion; {job_id} is replaced.")
+
+    @field_validator("c2pa_tsa_url")
+    @classmethod
+    def _check_tsa(cls, value: str | None) -> str | None:
+        return _check_http_url(value) if value else None
+
+    @model_validator(mode="after")
+    def _complete(self) -> C2paSettings:
+        if self.c2pa_sign:
+            if self.c2pa_cert_chain is None:
+                raise ValueError("C2PA_SIGN is on: set C2PA_CERT_CHAIN (a PEM file)")
+            if (self.c2pa_private_key is None) == (self.c2pa_signer_callback is None):
+                raise ValueError("C2PA_SIGN is on: set C2PA_PRIVATE_KEY or "
+                                 "C2PA_SIGNER_CALLBACK (exactly one)")
+        return self
+
+
 class ImageprocClientSettings(BaseSettings):
     """Where a service that re-runs recorded pipelines (verification) finds imageproc."""
 
@@ -185,7 +229,7 @@ class ImageprocClientSettings(BaseSettings):
 
 
 class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings,
-                     PresetSettings, LogSettings):
+                     PresetSettings, TrustSettings, LogSettings):
     """`imgpipe upload-server`: the HTTP entry point."""
 
     upload_host: str = "127.0.0.1"
@@ -206,7 +250,7 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
         return tuple(t.strip() for t in raw.split(",") if t.strip())
 
 
-class ImageprocSettings(PresetSettings, LogSettings):
+class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):
     """`imgpipe imageproc`: the libvips HTTP service."""
 
     imageproc_host: str = "127.0.0.1"
@@ -281,7 +325,7 @@ class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
 
 
 class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, PresetSettings,
-                     LogSettings):
+                     TrustSettings, LogSettings):
     """`imgpipe verify` and `imgpipe provenance show`: read the record, re-run through imageproc."""
 
 
