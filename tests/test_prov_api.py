@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prov.model import ProvDocument
 
@@ -22,11 +21,12 @@ from imgpipe.domain.events import ProvenanceEvent, new_id
 from imgpipe.domain.lineage import lineage
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.provstore.protocol import ProvenanceStore
+from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.runtime.http import errors_middleware
 from imgpipe.storage.protocol import ObjectStore
+from imgpipe.upload.app import create_app
+from imgpipe.upload.context import Backends
 from imgpipe.upload.intake import input_key
-from imgpipe.upload.provenance_routes import add_provenance_routes
 from tests.backend_sets import settings_of
 from tests.prov_events import chain, received, ref, sha, step
 
@@ -61,14 +61,16 @@ async def api(
 ) -> AsyncIterator[Api]:
     """The provenance routes over a fresh database of each backend set (CouchDB, SQLite)."""
     settings = settings_of(UploadSettings, backend_env | {"IMAGEPROC_URL": "http://127.0.0.1:9"})
-    app = web.Application(middlewares=[errors_middleware])
-    add_provenance_routes(app, settings, provenance_store, object_store)
+    broker = new_broker(settings, name="test")  # never connected: these routes do not publish
+    app = create_app(settings, Backends(broker=broker, store=object_store,
+                                        provenance=provenance_store))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         yield Api(str(server.make_url("")).rstrip("/"), provenance_store, object_store, settings)
     finally:
         await server.close()
+        await broker.close()
 
 
 async def test_each_event_is_stored_once_with_its_prov(api: Api) -> None:

@@ -16,7 +16,8 @@ from imgpipe.errors import TransientError
 from imgpipe.runtime.backends import new_broker, new_object_store, new_provenance_store
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
-from imgpipe.upload.app import Backends, create_app
+from imgpipe.upload.app import create_app
+from imgpipe.upload.context import Backends
 from imgpipe.upload.service import connect_backends
 from tests.images import image_bytes
 

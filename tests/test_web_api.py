@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.upload.app import Backends, create_app
+from imgpipe.upload.app import create_app
+from imgpipe.upload.context import Backends
 from imgpipe.upload.openapi import ERROR_REASONS
-from imgpipe.upload.web import served_routes
+from imgpipe.upload.routes.pages import served_routes
 from tests.images import image_bytes
 from tests.system import System
 
@@ -156,9 +157,10 @@ def _app_routes() -> set[tuple[str, str]]:
 
 def _raised_reasons() -> set[str]:
     """Every reason the upload service and the core pieces it uses can refuse with."""
-    files = [*SRC.joinpath("upload").glob("*.py"), *SRC.joinpath("core", "pipeline").glob("*.py")]
-    files += [SRC / "core" / name for name in ("messaging.py", "storage.py", "provstore.py", "http.py",
-                                               "lineage.py", "verify.py", "imageproc_client.py")]
+    files = [*SRC.joinpath("upload").rglob("*.py"), *SRC.joinpath("domain", "pipeline").glob("*.py")]
+    files += [SRC / name for name in ("broker/protocol.py", "storage/s3.py", "provstore/couch.py",
+                                      "runtime/http.py", "domain/lineage.py", "domain/verify.py",
+                                      "client/imageproc.py")]
     pattern = re.compile(r'reason\s*=\s*"([a-z_]+)"|error_response\(\s*\d+,\s*"([a-z_]+)"')
     found: set[str] = set()
     for path in files:

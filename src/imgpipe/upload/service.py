@@ -15,7 +15,8 @@ from imgpipe.runtime.backends import (
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import STOPPING, serve, stop_serving
 from imgpipe.runtime.lifecycle import StopSignal, cancel, until_available
-from imgpipe.upload.app import Backends, create_app
+from imgpipe.upload.app import create_app
+from imgpipe.upload.context import Backends
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The upload service's provenance API: a job's PROV record, lineage, verification.
+"""The provenance resource: a job's PROV record, lineage, verification.
 
 * ``GET /jobs/{job_id}/provenance``: the job's record as PROV-JSON (one
   bundle ``job:<job_id>`` with every stage); ``?format=provn`` for PROV-N,
@@ -11,51 +11,23 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from aiohttp import web
 
-from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.lineage import job_records, lineage
 from imgpipe.domain.prov import FORMATS, job_document, jobs_document, serialize
 from imgpipe.domain.verify import verify_job
 from imgpipe.errors import ImgpipeError, InvalidInput
-from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.config import UploadSettings
-from imgpipe.storage.protocol import ObjectStore
+from imgpipe.upload.context import UploadContext, context_of, job_id_of, no_such_job
 from imgpipe.upload.intake import input_key
 
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 PROVN_TYPE = "text/provenance-notation"
 
-
-@dataclass
-class ProvenanceAPI:
-    settings: UploadSettings
-    provenance: ProvenanceStore
-    store: ObjectStore
-    imageproc: ImageprocClient
+routes = web.RouteTableDef()
 
 
-API: web.AppKey[ProvenanceAPI] = web.AppKey("provenance_api", ProvenanceAPI)
-
-
-def _not_found(job_id: str) -> ImgpipeError:
-    return ImgpipeError(f"There is no job {job_id}.", reason="job_not_found", status=404)
-
-
-def _job_id(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
-    if not JOB_ID.match(job_id):
-        raise ImgpipeError(f"There is no job '{job_id[:64]}': job ids are 32 hexadecimal digits.",
-                           reason="job_not_found", status=404)
-    return job_id
-
-
-async def _pending_or_unknown(api: ProvenanceAPI, job_id: str) -> ImgpipeError:
-    if await api.store.head(api.settings.s3_input_bucket, input_key(job_id)) is None:
-        return _not_found(job_id)
+async def _pending_or_unknown(ctx: UploadContext, job_id: str) -> ImgpipeError:
+    if await ctx.backends.store.head(ctx.settings.s3_input_bucket, input_key(job_id)) is None:
+        return no_such_job(job_id)
     return ImgpipeError(f"Job {job_id} is queued: its provenance is not recorded yet.",
                         reason="provenance_pending", status=404, retry_after=1)
 
@@ -76,23 +48,25 @@ def _prov_response(text: str, fmt: str) -> web.Response:
     return web.Response(text=text, headers={"Content-Type": FORMATS[fmt]})
 
 
+@routes.get("/jobs/{job_id}/provenance")
 async def get_provenance(request: web.Request) -> web.Response:
     """The job's whole record as PROV-JSON, PROV-N or PROV-JSON-LD."""
-    api = request.app[API]
-    job_id = _job_id(request)
+    ctx = context_of(request)
+    job_id = job_id_of(request)
     fmt = _format(request, "json")
     assert fmt is not None
-    docs = await job_records(api.provenance, job_id)
+    docs = await job_records(ctx.backends.provenance, job_id)
     if not docs:
-        raise await _pending_or_unknown(api, job_id)
+        raise await _pending_or_unknown(ctx, job_id)
     return _prov_response(serialize(job_document(job_id, docs), fmt), fmt)
 
 
+@routes.get("/lineage/{sha256}")
 async def get_lineage(request: web.Request) -> web.Response:
     """Ancestors and descendants of an image, by content hash."""
-    api = request.app[API]
+    ctx = context_of(request)
     fmt = _format(request, None)
-    found = await lineage(api.provenance, request.match_info["sha256"])
+    found = await lineage(ctx.backends.provenance, request.match_info["sha256"])
     if fmt is not None:
         return _prov_response(serialize(jobs_document(found.records.values()), fmt), fmt)
     body = found.to_dict()
@@ -100,27 +74,12 @@ async def get_lineage(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.post("/jobs/{job_id}/verify")
 async def post_verify(request: web.Request) -> web.Response:
     """Re-run the job's recorded steps through imageproc and compare hashes."""
-    api = request.app[API]
-    job_id = _job_id(request)
-    report = await verify_job(job_id, api.provenance, api.store, api.imageproc)
+    ctx = context_of(request)
+    job_id = job_id_of(request)
+    report = await verify_job(job_id, ctx.backends.provenance, ctx.backends.store, ctx.imageproc)
     if report is None:
-        raise await _pending_or_unknown(api, job_id)
+        raise await _pending_or_unknown(ctx, job_id)
     return web.json_response(report.to_dict())
-
-
-def add_provenance_routes(
-    app: web.Application, settings: UploadSettings, provenance: ProvenanceStore, store: ObjectStore
-) -> None:
-    """Add the provenance API to the upload service's ``app``."""
-    imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
-    app[API] = ProvenanceAPI(settings, provenance, store, imageproc)
-    app.router.add_get("/jobs/{job_id}/provenance", get_provenance)
-    app.router.add_get("/lineage/{sha256}", get_lineage)
-    app.router.add_post("/jobs/{job_id}/verify", post_verify)
-
-    async def close(_: web.Application) -> None:
-        await imageproc.close()
-
-    app.on_cleanup.append(close)

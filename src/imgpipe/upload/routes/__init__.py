@@ -1,0 +1,7 @@
+"""The upload service's routes, one module per resource.
+
+* ``uploads``: ``POST /upload``;
+* ``jobs``: ``/jobs``, ``/jobs/{job_id}``, its outputs and its input;
+* ``provenance``: a job's PROV record, lineage by content hash, verification;
+* ``pages``: the page, its static files, presets, pipeline validation, the API description.
+"""

@@ -1,0 +1,139 @@
+"""``POST /upload``: stream the files to the input bucket, queue one job per file, answer 202."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from imgpipe import __version__
+from imgpipe.domain.events import (
+    ImageEvent,
+    ObjectRef,
+    ProvenanceEvent,
+    SoftwareAgent,
+    provenance_event_id,
+)
+from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imgpipe.errors import ImgpipeError, InvalidInput
+from imgpipe.upload import metrics
+from imgpipe.upload.context import UploadContext, context_of
+from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+def _pipelines(request: web.Request, intake: Intake, default: str) -> tuple[str, ...]:
+    specs = list(request.query.getall("pipeline", [])) + intake.fields.get("pipeline", [])
+    specs = [s for s in (s.strip() for s in specs) if s] or [default or DEFAULT_PIPELINE]
+    canonical: list[str] = []
+    for spec in specs:
+        text = parse_pipeline(spec).canonical()
+        if text not in canonical:
+            canonical.append(text)
+    return tuple(canonical)
+
+
+async def _announce(
+    request: web.Request, ctx: UploadContext, received: ReceivedFile, pipelines: tuple[str, ...]
+) -> None:
+    settings, broker = ctx.settings, ctx.backends.broker
+    image = ObjectRef(
+        bucket=received.stored.bucket,
+        key=received.stored.key,
+        sha256=received.stored.sha256,
+        size=received.stored.size,
+        media_type=received.media_type,
+        format=received.format,
+    )
+    event = ImageEvent(
+        kind="uploaded",
+        job_id=received.job_id,
+        stage="upload",
+        image=image,
+        pipelines=pipelines,
+        filename=received.filename,
+    )
+    await broker.publish(
+        settings.amqp_exchange_subscribe, event.to_bytes(), message_id=event.event_id,
+        routing_key="uploaded",
+    )
+    received_event = ProvenanceEvent(
+        event_id=provenance_event_id(received.job_id, "upload", "job.received"),
+        kind="job.received",
+        job_id=received.job_id,
+        stage="upload",
+        input=image,
+        output=image,
+        pipelines=pipelines,
+        filename=received.filename,
+        client=request.remote,
+        agents=(SoftwareAgent(name="imgpipe-upload", version=__version__),),
+    )
+    try:
+        await broker.publish(
+            settings.amqp_exchange_prov, received_event.to_bytes(),
+            message_id=received_event.event_id, routing_key="job.received",
+        )
+    except ImgpipeError:
+        log.warning("job accepted but its 'received' record was not published",
+                    extra={"job_id": received.job_id})
+
+
+@routes.post("/upload")
+async def post_upload(request: web.Request) -> web.Response:
+    """Stream the files to S3, queue one job per file, answer 202."""
+    ctx = context_of(request)
+    settings, backends = ctx.settings, ctx.backends
+    bucket = settings.s3_input_bucket
+    for spec in request.query.getall("pipeline", []):
+        parse_pipeline(spec)  # refuse a bad pipeline before reading any bytes
+    await backends.broker.check()  # 503 before storing bytes that could not be queued
+    intake = await read_upload(
+        request, backends.store, bucket,
+        max_bytes=settings.upload_max_bytes, max_files=settings.upload_max_files,
+        read_timeout=settings.upload_read_timeout,
+    )
+    announced = 0
+    pipelines: tuple[str, ...] = ()
+    try:
+        if not intake.files:
+            raise InvalidInput(
+                "No image received: send one or more form parts named 'file'.",
+                reason="missing_file",
+            )
+        pipelines = _pipelines(request, intake, settings.upload_default_pipeline)
+        for received in intake.files:
+            await _announce(request, ctx, received, pipelines)
+            announced += 1
+    except BaseException as exc:
+        queued, intake.files = intake.files[:announced], intake.files[announced:]
+        await discard(backends.store, bucket, intake)
+        if queued and isinstance(exc, ImgpipeError):
+            # Files before the failure are queued and will be processed: say which,
+            # so the client retries only the rest.
+            exc.details["queued_jobs"] = [_queued(r, pipelines) for r in queued]
+        raise
+    return web.json_response(
+        {"jobs": [_queued(received, pipelines) for received in intake.files]}, status=202
+    )
+
+
+def _queued(received: ReceivedFile, pipelines: tuple[str, ...]) -> dict[str, object]:
+    """The answer for one queued file (counted and logged once, here)."""
+    metrics.UPLOADS.labels(format=received.format).inc()
+    metrics.UPLOAD_BYTES.inc(received.stored.size)
+    log.info("job queued", extra={"job_id": received.job_id, "bytes": received.stored.size,
+                                  "sha256": received.stored.sha256})
+    return {
+        "job_id": received.job_id,
+        "status": "queued",
+        "status_url": f"/jobs/{received.job_id}",
+        "filename": received.filename,
+        "sha256": received.stored.sha256,
+        "size": received.stored.size,
+        "format": received.format,
+        "pipelines": list(pipelines),
+    }
