@@ -11,7 +11,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgpipe.upload.openapi import ERROR_REASONS
+from imgpipe.upload.reasons import ERROR_REASONS
 from tests.system import System
 
 schemathesis = pytest.importorskip("schemathesis")

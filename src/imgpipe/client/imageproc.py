@@ -13,6 +13,9 @@ from imgpipe.errors import PermanentError, TransientError, Unavailable
 PERMANENT_STATUSES = {400, 413, 415, 422}
 #: imageproc is overloaded or not ready: wait for it without spending an attempt.
 UNAVAILABLE_STATUSES = {429, 503}
+#: imageproc's own time limit ran out (its 504 with this reason). The same input and pipeline
+#: would take as long again, and the limit may not have stopped the work: never retried.
+DEADLINE_REASON = "timeout"
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ class ImageprocClient:
         """Run ``pipeline`` over ``data``.
 
         Raises :class:`PermanentError` (with imageproc's reason) for input that
-        can never be processed and :class:`TransientError` for everything a
-        retry may cure: imageproc unreachable, overloaded, timing out, failing.
+        can never be processed or that ran past imageproc's own time limit
+        (``imageproc_deadline``), and :class:`TransientError` for everything a
+        retry may cure: imageproc unreachable, overloaded, not answering in
+        this client's timeout, failing.
         """
         session = await self._client()
         try:
@@ -97,6 +102,10 @@ class ImageprocClient:
                     pass
                 if resp.status in PERMANENT_STATUSES:
                     raise PermanentError(message, reason=reason)
+                if resp.status == 504 and reason == DEADLINE_REASON:
+                    raise PermanentError(
+                        f"{message} (imageproc's time limit: not retried, the same work would "
+                        "take as long again)", reason="imageproc_deadline")
                 if resp.status in UNAVAILABLE_STATUSES:
                     raise Unavailable(message, reason=reason,
                                       retry_after=_seconds(resp.headers.get("Retry-After")))

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 IMAGE_EVENT_SCHEMA = "imgpipe.image-event/1"
+#: Most pipelines one image event may carry (UPLOAD_MAX_PIPELINES cannot go beyond it).
+MAX_PIPELINES = 64
 PROVENANCE_EVENT_SCHEMA = "imgpipe.provenance-event/1"
 
 
@@ -78,7 +80,7 @@ class ImageEvent(_Model):
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     stage: str
     image: ObjectRef
-    pipelines: tuple[str, ...] = Field(min_length=1)
+    pipelines: tuple[str, ...] = Field(min_length=1, max_length=MAX_PIPELINES)
     filename: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     history: tuple[StageRecord, ...] = ()

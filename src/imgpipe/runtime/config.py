@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgpipe.broker.policy import RetryPolicy, parse_delays
+from imgpipe.domain.events import MAX_PIPELINES
 from imgpipe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -237,6 +238,10 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
     upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     upload_max_files: int = Field(default=32, ge=1)
     upload_default_pipeline: str = "thumbnail"
+    upload_max_pipelines: int = Field(
+        default=16, ge=1, le=MAX_PIPELINES,
+        description="Most distinct pipelines one upload may ask for (each file runs every one).",
+    )
     upload_api_tokens: SecretStr | None = Field(
         default=None,
         description="Comma-separated bearer tokens; when set, the API needs one of them.",

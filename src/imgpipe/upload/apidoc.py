@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from html import escape
@@ -16,6 +18,10 @@ th,td{text-align:left;vertical-align:top;border-bottom:1px solid #ddd;padding:.3
 .method{font-weight:700;color:#fff;background:#24527a;padding:0 .4em;border-radius:3px}
 a{color:#0b57a4}section.op{margin:1.5rem 0}
 """
+#: The page's policy: nothing loads, only its own inline style (by hash) applies.
+API_CSP = ("default-src 'none'; style-src 'sha256-"
+           + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+           + "'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
 
 
 def _text(text: str) -> str:

@@ -81,6 +81,15 @@ async def _read_chunk(part: BodyPartReader, size: int, timeout: float) -> bytes:
         raise _timed_out(timeout) from None
 
 
+class TooManyPipelines(InvalidInput):
+    reason = "too_many_pipelines"
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"At most {limit} pipelines can be asked for in one upload "
+                         "(UPLOAD_MAX_PIPELINES).", limit=limit)
+
+
 class TooLarge(InvalidInput):
     reason = "too_large"
     status = 413
@@ -144,9 +153,14 @@ async def read_upload(
     *,
     max_bytes: int,
     max_files: int,
+    max_pipelines: int,
+    pipelines_given: int = 0,
     read_timeout: float = 30.0,
 ) -> Intake:
     """Stream every ``file`` part of a multipart request to ``bucket``.
+
+    ``pipelines_given`` pipelines came in the query already; a ``pipeline``
+    field past ``max_pipelines`` in all is refused as it arrives.
 
     On any error the objects already stored for this request are deleted
     before the error propagates: a refused request leaves nothing behind.
@@ -180,6 +194,8 @@ async def read_upload(
                 intake.files.append(await _stream_file(
                     part, store, bucket, max_bytes, len(intake.files), read_timeout))
             elif part.name in FORM_FIELDS:
+                if pipelines_given + len(intake.fields.get("pipeline", [])) >= max_pipelines:
+                    raise TooManyPipelines(max_pipelines)
                 async with asyncio.timeout(read_timeout):
                     value = await part.read(decode=True)
                 if len(value) > MAX_FIELD_BYTES:

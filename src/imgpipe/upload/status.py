@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imgpipe.domain.lineage import job_records
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
@@ -82,15 +83,11 @@ def summarize(job_id: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
     return view
 
 
-async def job_documents(provenance: ProvenanceStore, job_id: str) -> list[dict[str, Any]]:
-    return await provenance.find({"job_id": job_id}, limit=500)
-
-
 async def job_status(
     settings: UploadSettings, store: ObjectStore, provenance: ProvenanceStore, job_id: str
 ) -> dict[str, Any] | None:
     """The job's view, or None when imgpipe never accepted such a job."""
-    docs = await job_documents(provenance, job_id)
+    docs = await job_records(provenance, job_id)
     if docs:
         return summarize(job_id, docs)
     info = await store.head(settings.s3_input_bucket, input_key(job_id))

@@ -17,6 +17,8 @@ from imgpipe.domain.pipeline.output import Autorotate, Format
 
 MAX_SPEC_LENGTH = 8192
 """Longest pipeline text accepted (JSON or text form)."""
+MAX_WRAPPING = 8
+"""Most levels of JSON text and ``{"pipeline": ...}`` wrapping around the steps."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
@@ -151,30 +153,40 @@ def assemble(ops: list[Operation]) -> Pipeline:
     )
 
 
+def _unwrap(spec: Any) -> Any:
+    """JSON text decoded and ``{"steps": ...}``/``{"pipeline": ...}`` opened, a few levels deep."""
+    for _ in range(MAX_WRAPPING):
+        if isinstance(spec, str):
+            text = spec.strip()
+            if not text:
+                raise _fail("empty pipeline: expected steps such as 'resize:w=256/format:jpeg'")
+            if len(text) > MAX_SPEC_LENGTH:
+                raise _fail(f"pipeline too long: {len(text)} characters, at most {MAX_SPEC_LENGTH}")
+            if text[0] not in "[{":
+                return text
+            try:
+                spec = json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                raise _fail(f"pipeline JSON does not parse: {exc}") from None
+        elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("steps", "pipeline"):
+            spec = next(iter(spec.values()))
+        else:
+            return spec
+    raise _fail(f"pipeline nested too deeply: at most {MAX_WRAPPING} levels of "
+                '{"pipeline": ...} or JSON text')
+
+
 def parse_steps(spec: Any) -> Pipeline:
     """Parse a pipeline without preset lookup: text form, JSON text, or decoded JSON."""
     if isinstance(spec, Pipeline):
         return spec
+    spec = _unwrap(spec)
     if isinstance(spec, str):
-        text = spec.strip()
-        if not text:
-            raise _fail("empty pipeline: expected steps such as 'resize:w=256/format:jpeg'")
-        if len(text) > MAX_SPEC_LENGTH:
-            raise _fail(f"pipeline too long: {len(text)} characters, at most {MAX_SPEC_LENGTH}")
-        if text[0] in "[{":
-            try:
-                decoded = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                raise _fail(f"pipeline JSON does not parse: {exc}") from None
-            return parse_steps(decoded)
-        parts = text.split("/")
+        parts = spec.split("/")
         if len(parts) > MAX_STEPS + 2:
             raise _fail(f"too many steps: {len(parts)}, at most {MAX_STEPS}")
         return assemble([_text_step(part, i) for i, part in enumerate(parts)])
     if isinstance(spec, dict):
-        for key in ("steps", "pipeline"):
-            if key in spec and len(spec) == 1:
-                return parse_steps(spec[key])
         return assemble([_json_step(spec, 0)])
     if isinstance(spec, (list, tuple)):
         if not spec:

@@ -76,4 +76,7 @@ def parse_pipeline(
                 reason="unknown_preset",
                 preset=name,
             )
-    return parse_steps(spec)
+    try:
+        return parse_steps(spec)
+    except RecursionError:
+        raise PipelineError("the pipeline is nested too deeply to read") from None

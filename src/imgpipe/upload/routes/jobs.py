@@ -20,6 +20,7 @@ from imgpipe.upload.streaming import stream_object
 
 MAX_IDS = 100
 LIST_CONCURRENCY = 8
+MAX_INDEX_DIGITS = 6
 
 routes = web.RouteTableDef()
 
@@ -73,14 +74,18 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     ctx = context_of(request)
     job_id = job_id_of(request)
     view = await ctx.require_job(job_id)
-    try:
-        index = int(request.match_info["index"])
-        output = view["outputs"][index]
-    except (ValueError, IndexError):
+    text = request.match_info["index"]
+    # only plain ASCII digits: int() would also take "-1", "+0", "0_0" and other scripts' digits
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_INDEX_DIGITS) or int(text) >= len(
+        view["outputs"]
+    ):
         raise ImgpipeError(
-            f"Job {job_id} has no output {request.match_info['index']!r} "
-            f"(it has {len(view['outputs'])}).", reason="output_not_found", status=404,
-        ) from None
+            f"Job {job_id} has no output {text[:40]!r} (it has {len(view['outputs'])}, "
+            "numbered from 0 in plain digits).",
+            reason="output_not_found", status=404,
+        )
+    index = int(text)
+    output = view["outputs"][index]
     bucket, key = output["location"].removeprefix("s3://").split("/", 1)
     return await stream_object(request, ctx.backends.store, bucket, key, headers={
         "Content-Type": output.get("media_type") or "application/octet-stream",

@@ -16,13 +16,19 @@ from aiohttp import web
 
 from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
-from imgpipe.upload.apidoc import render_api_page
+from imgpipe.upload.apidoc import API_CSP, render_api_page
 from imgpipe.upload.context import UploadContext, context_of
 from imgpipe.upload.openapi import openapi_document
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
             "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+#: Sent with the page and with every file of it, whichever path serves it.
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 routes = web.RouteTableDef()
 
@@ -30,12 +36,8 @@ routes = web.RouteTableDef()
 @routes.get("/")
 async def index(request: web.Request) -> web.FileResponse:
     """The page: upload images, follow their jobs, see results and provenance."""
-    return web.FileResponse(STATIC_DIR / "index.html", headers={
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": PAGE_CSP,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "same-origin",
-    })
+    return web.FileResponse(STATIC_DIR / "index.html",
+                            headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
 
 @routes.get("/static/{path:.+}")
@@ -45,7 +47,7 @@ async def static_file(request: web.Request) -> web.FileResponse:
     path = (root / request.match_info["path"]).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise ImgpipeError("There is no such file.", reason="not_found", status=404)
-    return web.FileResponse(path)
+    return web.FileResponse(path, headers=PAGE_HEADERS)
 
 
 @routes.get("/presets")
@@ -90,6 +92,11 @@ async def validate_pipeline(request: web.Request) -> web.Response:
                 "Send a JSON object such as {\"pipeline\": \"resize:w=256/format:png\"}.",
                 reason="invalid_json",
             ) from None
+        except RecursionError:
+            raise InvalidInput(
+                "The JSON body is nested too deeply: a pipeline is a list of steps, "
+                "each an object of parameters.", reason="json_too_deep",
+            ) from None
         spec = body.get("pipeline") if isinstance(body, dict) else None
     else:
         spec = request.query.get("pipeline")
@@ -119,4 +126,5 @@ async def get_openapi(request: web.Request) -> web.Response:
 @routes.get("/api")
 async def get_api_page(request: web.Request) -> web.Response:
     page = render_api_page(openapi_document(served_routes(request.app)))
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers={
+        "Content-Security-Policy": API_CSP, "X-Content-Type-Options": "nosniff"})

@@ -18,22 +18,17 @@ from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.upload import metrics
 from imgpipe.upload.context import UploadContext, context_of
-from imgpipe.upload.intake import Intake, ReceivedFile, discard, read_upload
+from imgpipe.upload.intake import ReceivedFile, TooManyPipelines, discard, read_upload
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
 
-def _pipelines(request: web.Request, intake: Intake, default: str) -> tuple[str, ...]:
-    specs = list(request.query.getall("pipeline", [])) + intake.fields.get("pipeline", [])
+def _pipelines(specs: list[str], default: str) -> tuple[str, ...]:
+    """The distinct pipelines asked for, canonical, in the order first asked."""
     specs = [s for s in (s.strip() for s in specs) if s] or [default or DEFAULT_PIPELINE]
-    canonical: list[str] = []
-    for spec in specs:
-        text = parse_pipeline(spec).canonical()
-        if text not in canonical:
-            canonical.append(text)
-    return tuple(canonical)
+    return tuple(dict.fromkeys(parse_pipeline(spec).canonical() for spec in specs))
 
 
 async def _announce(
@@ -88,12 +83,16 @@ async def post_upload(request: web.Request) -> web.Response:
     ctx = context_of(request)
     settings, backends = ctx.settings, ctx.backends
     bucket = settings.s3_input_bucket
-    for spec in request.query.getall("pipeline", []):
+    asked = request.query.getall("pipeline", [])
+    if len(asked) > settings.upload_max_pipelines:
+        raise TooManyPipelines(settings.upload_max_pipelines)
+    for spec in asked:
         parse_pipeline(spec)  # refuse a bad pipeline before reading any bytes
     await backends.broker.check()  # 503 before storing bytes that could not be queued
     intake = await read_upload(
         request, backends.store, bucket,
         max_bytes=settings.upload_max_bytes, max_files=settings.upload_max_files,
+        max_pipelines=settings.upload_max_pipelines, pipelines_given=len(asked),
         read_timeout=settings.upload_read_timeout,
     )
     announced = 0
@@ -104,7 +103,8 @@ async def post_upload(request: web.Request) -> web.Response:
                 "No image received: send one or more form parts named 'file'.",
                 reason="missing_file",
             )
-        pipelines = _pipelines(request, intake, settings.upload_default_pipeline)
+        pipelines = _pipelines([*asked, *intake.fields.get("pipeline", [])],
+                               settings.upload_default_pipeline)
         for received in intake.files:
             await _announce(request, ctx, received, pipelines)
             announced += 1

@@ -1,0 +1,78 @@
+"""An upload service over embedded backends, for the hardening tests (issue 16).
+
+``Service.start(**settings)`` serves ``create_app`` on a real loopback port
+with real embedded broker, object store and provenance store; ``record``
+stores provenance events through the real recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from imgpipe.broker.protocol import Delivery
+from imgpipe.domain.events import ProvenanceEvent
+from imgpipe.provenance.recorder import Recorder
+from imgpipe.runtime.backends import new_broker, new_object_store, new_provenance_store
+from imgpipe.runtime.config import UploadSettings
+from imgpipe.runtime.fileurl import embedded_url
+from imgpipe.upload.app import create_app
+from imgpipe.upload.context import Backends
+from imgpipe.upload.service import connect_backends
+
+
+class Service:
+    def __init__(self, tmp_path: Path, stack: AsyncExitStack) -> None:
+        self._tmp = tmp_path
+        self._stack = stack
+        self.settings = UploadSettings()
+        self.backends: Backends | None = None
+
+    async def start(self, **overrides: Any) -> TestClient[Any, Any]:
+        self.settings = UploadSettings(
+            amqp_url=embedded_url(self._tmp / "broker"), s3_url=embedded_url(self._tmp / "objects"),
+            couchdb_url=embedded_url(self._tmp / "provenance"), **overrides)
+        if self.backends is None:
+            broker = new_broker(self.settings, name="test")
+            self._stack.push_async_callback(broker.close)
+            store = await new_object_store(self.settings)
+            self._stack.push_async_callback(store.close)
+            provenance = await new_provenance_store(self.settings)
+            self._stack.push_async_callback(provenance.close)
+            self.backends = Backends(broker=broker, store=store, provenance=provenance)
+            await connect_backends(self.settings, self.backends)
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings, self.backends)))
+        await self._stack.enter_async_context(client)
+        return client
+
+    async def record(self, events: list[ProvenanceEvent]) -> None:
+        assert self.backends is not None
+        recorder = Recorder(self.backends.provenance)
+        for ev in events:
+            await recorder.handle(Delivery(body=ev.to_bytes(), message_id=ev.event_id,
+                                           redelivered=False))
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    async with AsyncExitStack() as stack:
+        yield Service(tmp_path, stack)
+
+
+async def healthz_latencies(client: TestClient[Any, Any], busy: asyncio.Task[Any]) -> list[float]:
+    """Seconds each /healthz took, asked every 20 ms while ``busy`` runs (at least 3 probes)."""
+    latencies: list[float] = []
+    while not busy.done() or len(latencies) < 3:
+        started = time.perf_counter()
+        resp = await client.get("/healthz")
+        assert resp.status == 200
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(0.02)
+    return latencies
