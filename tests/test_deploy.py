@@ -45,7 +45,9 @@ VARIANTS = {
     "bring-your-own": DEPLOY / "overlays" / "bring-your-own",
     "trial": DEPLOY / "overlays" / "trial",
     "two-stages": DEPLOY / "examples" / "two-stages",
+    "trial-without-keda": DEPLOY / "examples" / "trial-without-keda",
 }
+WITHOUT_KEDA = {"trial-without-keda"}
 BYO_SECRET_EXAMPLE = DEPLOY / "overlays" / "bring-your-own" / "secret.env.example"
 
 SERVICES: dict[str, type[BaseSettings]] = {
@@ -222,7 +224,8 @@ def test_every_object_is_valid_kubernetes(variant: str) -> None:
     objects = rendered(variant)
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy",
-            "HorizontalPodAutoscaler", "ScaledObject"} <= kinds
+            "HorizontalPodAutoscaler"} <= kinds
+    assert ("ScaledObject" in kinds) == (variant not in WITHOUT_KEDA)
     for obj in objects:
         if obj["apiVersion"].startswith("keda.sh/"):
             continue  # a CRD: KEDA's schema, below
@@ -244,7 +247,7 @@ def keda_validator() -> jsonschema.protocols.Validator:
 @pytest.mark.parametrize("variant", all_variants())
 def test_scaled_objects_match_kedas_published_schema(variant: str) -> None:
     scaled = of_kind(rendered(variant), "ScaledObject")
-    assert scaled
+    assert scaled or variant in WITHOUT_KEDA
     for obj in scaled:
         assert obj["apiVersion"] == "keda.sh/v1alpha1"
         errors = [e.message for e in keda_validator().iter_errors(obj)]
@@ -385,10 +388,13 @@ def test_every_runner_stage_scales_with_its_own_queue(variant: str) -> None:
     assert env[upload["metadata"]["name"]]["AMQP_EXCHANGE_SUBSCRIBE"] in subscribed
     for runner in runners:
         name, runner_env = runner["metadata"]["name"], env[runner["metadata"]["name"]]
-        assert "replicas" not in runner["spec"], f"{name}: KEDA owns the replicas"
         source = runner_env["AMQP_EXCHANGE_SUBSCRIBE"]
         assert source in published | {env[upload["metadata"]["name"]]["AMQP_EXCHANGE_SUBSCRIBE"]}, \
             f"{name} consumes {source}, which nothing publishes"
+        if variant in WITHOUT_KEDA:
+            assert runner["spec"]["replicas"] >= 1, f"{name}: a fixed count without KEDA"
+            continue
+        assert "replicas" not in runner["spec"], f"{name}: KEDA owns the replicas"
         mine = [s for s in scaled if s["spec"]["scaleTargetRef"]["name"] == name]
         assert len(mine) == 1, f"{name}: {len(mine)} ScaledObjects"
         (trigger,) = mine[0]["spec"]["triggers"]
@@ -401,7 +407,7 @@ def test_every_runner_stage_scales_with_its_own_queue(variant: str) -> None:
         host = urlsplit(url).hostname or ""
         assert "." in host, f"KEDA resolves {host!r} from its own namespace: use a FQDN"
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == \
-        {r["metadata"]["name"] for r in runners}
+        (set() if variant in WITHOUT_KEDA else {r["metadata"]["name"] for r in runners})
 
 
 @pytest.mark.parametrize("variant", all_variants())
