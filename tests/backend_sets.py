@@ -4,8 +4,9 @@
 temporary directory, no server) or ``"servers"`` (RabbitMQ, S3 and CouchDB
 from :mod:`tests.servers`). ``backend_env`` gives the environment variables
 that select it, with names unique to the test; ``broker``, ``object_store``
-and ``provenance_store`` are opened from them through
-:mod:`imgpipe.runtime.backends`, exactly as the services open theirs.
+and ``provenance_store`` are opened from them by each kind's opener
+(``open_broker``, ``open_object_store``, ``open_provenance_store``), exactly
+as the services open theirs.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import pytest
 
 from imgpipe.broker.policy import DEFAULT_DELAYS
 from imgpipe.broker.protocol import Broker, topology, work_queue_name
+from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import open_broker, open_object_store, open_provenance_store
+from imgpipe.runtime.backends import open_broker
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
 from imgpipe.runtime.fileurl import embedded_url
+from imgpipe.storage.open import open_object_store
 from imgpipe.storage.protocol import ObjectStore
 
 BACKEND_SETS = ("embedded", "servers")

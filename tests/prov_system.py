@@ -12,9 +12,10 @@ from typing import Any
 
 import aiohttp
 
+from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import open_object_store, open_provenance_store
 from imgpipe.runtime.config import CouchSettings, S3Settings
+from imgpipe.storage.open import open_object_store
 from imgpipe.storage.protocol import ObjectStore
 from tests.backend_sets import settings_of
 from tests.system import System, wait_for

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 import pyvips
 
-from imgpipe.runtime.backends import object_store_for, provenance_store_for
+from imgpipe.provstore.open import new_provenance_store
 from imgpipe.runtime.config import UploadSettings, load
+from imgpipe.storage.open import new_object_store
 from tests.images import image_bytes
 from tests.system import System, wait_for
 
@@ -36,7 +37,7 @@ def stores(system: System) -> tuple[Any, Any]:
     """Clients (not yet connected) of the system's object store and provenance database,
     whichever backends its settings select."""
     settings = load(UploadSettings, **{k.lower(): v for k, v in system.env.items()})
-    return object_store_for(settings), provenance_store_for(settings)
+    return new_object_store(settings), new_provenance_store(settings)
 
 
 async def test_upload_is_processed_with_provenance(shared_system: System) -> None:

@@ -16,11 +16,13 @@ from imgpipe.broker.policy import REASON, RetryPolicy
 from imgpipe.broker.protocol import Delivery
 from imgpipe.errors import ConfigError, InvalidInput, PermanentError, TransientError
 from imgpipe.provstore.mango import InvalidSelector, matches, sort_docs
+from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.sqlite import SqliteProvenanceStore
-from imgpipe.runtime.backends import open_broker, open_object_store, open_provenance_store
+from imgpipe.runtime.backends import open_broker
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
 from imgpipe.runtime.fileurl import embedded_path, embedded_url
 from imgpipe.storage.local import LocalStore
+from imgpipe.storage.open import open_object_store
 from tests.test_backend_contract import Inbox
 
 
@@ -223,10 +225,9 @@ async def test_file_urls_open_the_embedded_backends(tmp_path: Path) -> None:
     provenance = await open_provenance_store(settings)
     try:
         assert isinstance(broker, EmbeddedBroker)
-        assert isinstance(store, LocalStore)
-        assert isinstance(provenance, SqliteProvenanceStore)
         await store.check()
         assert sorted(p.name for p in data.iterdir()) == ["broker", "objects", "provenance"]
+        assert (data / "objects" / settings.s3_input_bucket).is_dir()
         assert (data / "provenance" / "provenance.sqlite3").exists()
     finally:
         await broker.close()

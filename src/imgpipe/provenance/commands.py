@@ -93,16 +93,17 @@ async def _show(settings: Any, job_id: str, fmt: str) -> int:
     from imgpipe.domain.lineage import job_records
     from imgpipe.domain.prov import job_document, serialize
     from imgpipe.errors import ImgpipeError
-    from imgpipe.runtime.backends import open_provenance_store
+    from imgpipe.provstore.open import open_provenance_store
 
-    store = await open_provenance_store(settings)
     try:
-        docs = await job_records(store, job_id)
+        store = await open_provenance_store(settings)
+        try:
+            docs = await job_records(store, job_id)
+        finally:
+            await store.close()
     except ImgpipeError as err:
         print(f"imgpipe: {err.message}", file=sys.stderr)
         return NOT_FOUND
-    finally:
-        await store.close()
     if not docs:
         print(f"imgpipe: no provenance is recorded for job {job_id}", file=sys.stderr)
         return NOT_FOUND
@@ -121,16 +122,17 @@ async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
     from imgpipe.domain.lineage import lineage
     from imgpipe.domain.prov import jobs_document, serialize
     from imgpipe.errors import ImgpipeError
-    from imgpipe.runtime.backends import open_provenance_store
+    from imgpipe.provstore.open import open_provenance_store
 
-    store = await open_provenance_store(settings)
     try:
-        found = await lineage(store, sha256)
+        store = await open_provenance_store(settings)
+        try:
+            found = await lineage(store, sha256)
+        finally:
+            await store.close()
     except ImgpipeError as err:
         print(f"imgpipe: {err.message}", file=sys.stderr)
         return NOT_FOUND
-    finally:
-        await store.close()
     if fmt == "summary":
         print(render_lineage(found.to_dict()))
     elif fmt == "dot":
@@ -146,21 +148,20 @@ async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
     from imgpipe.client.imageproc import ImageprocClient
     from imgpipe.domain.verify import verify_job
     from imgpipe.errors import ImgpipeError
-    from imgpipe.runtime.backends import open_object_store, open_provenance_store
+    from imgpipe.provstore.open import new_provenance_store
+    from imgpipe.storage.open import new_object_store
 
-    provenance = await open_provenance_store(settings)
+    provenance = new_provenance_store(settings)
+    objects = new_object_store(settings)
     imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
     try:
-        objects = await open_object_store(settings)
-        try:
-            report = await verify_job(job_id, provenance, objects, imageproc)
-        finally:
-            await objects.close()
+        report = await verify_job(job_id, provenance, objects, imageproc)
     except ImgpipeError as err:
         print(f"imgpipe: no verdict: {err.message}", file=sys.stderr)
         return NOT_FOUND
     finally:
         await imageproc.close()
+        await objects.close()
         await provenance.close()
     if report is None:
         print(f"imgpipe: no provenance is recorded for job {job_id}", file=sys.stderr)

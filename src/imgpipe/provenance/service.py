@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack
 from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
 from imgpipe.errors import Unavailable
 from imgpipe.provenance.recorder import Recorder
+from imgpipe.provstore.open import new_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import new_broker, new_provenance_store
+from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import ProvenanceSettings
 from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
@@ -41,7 +42,7 @@ async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | 
     async with AsyncExitStack() as stack:
         signal = StopSignal(stop)
         stack.callback(signal.close)
-        store = await new_provenance_store(settings)
+        store = new_provenance_store(settings)
         stack.push_async_callback(store.close)
         broker = new_broker(settings, name="imgpipe-provenance")
         stack.push_async_callback(broker.close)

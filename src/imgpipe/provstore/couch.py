@@ -72,29 +72,31 @@ class CouchStore:
         self._db: Database | None = None
         self._pending: list[tuple[str, Doc, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._opening = asyncio.Lock()
 
     async def connect(self, *, create: bool = True) -> None:
         """Open (and with ``create``, create) the database and its indexes."""
-        self._server = _open_server(self._settings)
+        server = _open_server(self._settings)
         try:
             if create:
-                self._db = await self._server.create(self._name, exists_ok=True)
+                db = await server.create(self._name, exists_ok=True)
                 for index in INDEXES:
-                    await self._db.index(dict(index["index"]), name=index["name"])
+                    await db.index(dict(index["index"]), name=index["name"])
             else:
-                self._db = await self._server[self._name]
-        except _ERRORS as exc:
-            raise _unavailable(exc) from exc
+                db = await server[self._name]
+        except BaseException as exc:
+            await server.close()
+            if isinstance(exc, _ERRORS):
+                raise _unavailable(exc) from exc
+            raise
+        old, self._server, self._db = self._server, server, db
+        if old is not None:
+            await old.close()
 
     async def _database(self) -> Database:
-        if self._db is None:
-            try:
+        async with self._opening:  # puts arriving together open the database once
+            if self._db is None:
                 await self.connect()
-            except TransientError:
-                if self._server is not None:
-                    await self._server.close()
-                    self._server = None
-                raise
         assert self._db is not None
         return self._db
 

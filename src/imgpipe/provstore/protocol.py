@@ -26,6 +26,15 @@ INDEXES: Sequence[Mapping[str, Any]] = (
 class ProvenanceStore(Protocol):
     """What services need of the provenance database."""
 
+    async def connect(self) -> None:
+        """Open the database, creating it and its :data:`INDEXES` when needed.
+
+        Raises :class:`~imgpipe.errors.TransientError` while the database
+        cannot be reached. Every other method connects on first use (and
+        again after an outage), so calling this first is optional.
+        """
+        ...
+
     async def put(self, doc_id: str, doc: Mapping[str, Any]) -> bool:
         """Store ``doc`` under ``doc_id``; False when it was already stored."""
         ...

@@ -8,6 +8,7 @@ expression indexes, and :mod:`~imgpipe.provstore.mango` decides the rest.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -48,6 +49,7 @@ class SqliteProvenanceStore:
     def __init__(self, directory: Path, database: str) -> None:
         self.path = database_file(directory, database)
         self._db: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
 
     async def connect(self, *, create: bool = True) -> None:
         """Open (with ``create``, creating when needed) the database, its table and indexes."""
@@ -59,9 +61,9 @@ class SqliteProvenanceStore:
         except (OSError, sqlite3.Error) as exc:
             raise _unavailable(exc) from exc
         try:
+            await db.execute("PRAGMA busy_timeout=10000")  # first: services open the file together
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=10000")
             await db.execute(
                 "CREATE TABLE IF NOT EXISTS docs ("
                 " id TEXT PRIMARY KEY, rev TEXT NOT NULL, doc TEXT NOT NULL) WITHOUT ROWID"
@@ -81,8 +83,9 @@ class SqliteProvenanceStore:
         self._db = db
 
     async def _database(self) -> aiosqlite.Connection:
-        if self._db is None:
-            await self.connect()
+        async with self._opening:  # requests arriving together open the file once
+            if self._db is None:
+                await self.connect()
         assert self._db is not None
         return self._db
 

@@ -11,10 +11,11 @@ from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.keys import safe_part
 from imgpipe.errors import ConfigError, Unavailable
 from imgpipe.runner.worker import Runner
-from imgpipe.runtime.backends import ensure_buckets, new_broker, new_object_store
+from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import RunnerSettings
 from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
+from imgpipe.storage.open import new_object_store
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,7 @@ async def _starting() -> None:
 
 async def _start(settings: RunnerSettings, broker: Broker, runner: Runner) -> Consumer:
     await until_available("RabbitMQ", broker.connect)
-    await until_available("S3", lambda: ensure_buckets(
-        runner.store, settings, (settings.s3_output_bucket,)))
+    await until_available("S3", runner.store.connect)
     queue = await broker.declare_work_queue(settings.amqp_exchange_subscribe)
     await broker.declare_work_queue(settings.amqp_exchange_prov)
     await broker.declare_exchange(settings.amqp_exchange_publish)
@@ -50,7 +50,7 @@ async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = N
         stack.callback(signal.close)
         broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
         stack.push_async_callback(broker.close)
-        store = await new_object_store(settings)
+        store = new_object_store(settings, buckets=(settings.s3_output_bucket,))
         stack.push_async_callback(store.close)
         imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
         stack.push_async_callback(imageproc.close)

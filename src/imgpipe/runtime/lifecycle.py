@@ -13,13 +13,22 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from imgpipe.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Backend(Protocol):
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+B = TypeVar("B", bound=Backend)
 
 
 class Stopped(Exception):
@@ -96,3 +105,13 @@ async def until_available(
             log.warning("%s unavailable, retrying in %.1fs: %s", what, delay, exc.message)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+async def connected(backend: B) -> B:
+    """``backend`` after one ``connect()``; closed again if that fails."""
+    try:
+        await backend.connect()
+    except BaseException:
+        await backend.close()
+        raise
+    return backend

@@ -71,15 +71,20 @@ def _abandon(tmp: Path, handle: IO[bytes]) -> None:
 class LocalStore:
     """:class:`~imgpipe.storage.protocol.ObjectStore` over a local directory."""
 
-    def __init__(self, root: Path, *, check_bucket: str | None = None) -> None:
+    def __init__(self, root: Path, *, check_bucket: str | None = None,
+                 buckets: tuple[str, ...] = ()) -> None:
         self.root = root
         self._check_bucket = check_bucket
+        self._buckets = buckets
 
     async def connect(self) -> None:
+        """Make the directory and the buckets this store was given."""
         try:
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
             raise _unavailable(exc, "open") from exc
+        for bucket in self._buckets:
+            await self.ensure_bucket(bucket)
 
     def path_of(self, bucket: str, key: str) -> Path:
         """Where the bytes of ``bucket/key`` are kept."""

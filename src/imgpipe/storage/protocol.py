@@ -39,6 +39,14 @@ class ObjectNotFound(ImgpipeError):
 class ObjectStore(Protocol):
     """What services need of an object store."""
 
+    async def connect(self) -> None:
+        """Reach the store and create the buckets it was opened with.
+
+        Raises :class:`~imgpipe.errors.TransientError` while the store cannot
+        be reached; call again to retry. Other methods work before it.
+        """
+        ...
+
     async def ensure_bucket(self, bucket: str) -> None: ...
 
     async def put_stream(

@@ -49,40 +49,57 @@ class _SourceFailed(Exception):
 
 
 class S3Store:
-    """:class:`~imgpipe.storage.protocol.ObjectStore` on an S3-compatible server (path-style addressing)."""
+    """:class:`~imgpipe.storage.protocol.ObjectStore` on an S3-compatible server.
 
-    def __init__(self, settings: S3Settings, *, part_size: int = PART_SIZE) -> None:
+    Path-style addressing. The client is made on first use, so a store can be
+    handed out before S3 answers; :meth:`connect` also creates ``buckets``.
+    """
+
+    def __init__(self, settings: S3Settings, *, buckets: tuple[str, ...] = (),
+                 part_size: int = PART_SIZE) -> None:
         self._settings = settings
+        self._buckets = buckets
         self._part_size = part_size
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._opening = asyncio.Lock()
+
+    async def _api(self) -> Any:
+        """The aiobotocore client (no request is made to create it)."""
+        async with self._opening:
+            if self._client is None:
+                s = self._settings
+                config = AioConfig(
+                    s3={"addressing_style": "path"},
+                    retries={"max_attempts": 2, "mode": "standard"},  # callers hold and retry
+                    connect_timeout=3,
+                    read_timeout=60,
+                )
+                self._client = await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=s.s3_url,
+                        region_name=s.s3_region,
+                        aws_access_key_id=s.s3_access_key,
+                        aws_secret_access_key=s.s3_secret_key.get_secret_value(),
+                        config=config,
+                    )
+                )
+            return self._client
 
     async def connect(self) -> None:
-        s = self._settings
-        config = AioConfig(
-            s3={"addressing_style": "path"},
-            retries={"max_attempts": 2, "mode": "standard"},  # callers hold and retry
-            connect_timeout=3,
-            read_timeout=60,
-        )
-        self._client = await self._stack.enter_async_context(
-            get_session().create_client(
-                "s3",
-                endpoint_url=s.s3_url,
-                region_name=s.s3_region,
-                aws_access_key_id=s.s3_access_key,
-                aws_secret_access_key=s.s3_secret_key.get_secret_value(),
-                config=config,
-            )
-        )
+        """Create the buckets this store was given; raises TransientError while S3 is down."""
+        for bucket in self._buckets:
+            await self.ensure_bucket(bucket)
 
     async def close(self) -> None:
         await self._stack.aclose()
         self._client = None
 
     async def ensure_bucket(self, bucket: str) -> None:
+        client = await self._api()
         try:
-            await self._client.head_bucket(Bucket=bucket)
+            await client.head_bucket(Bucket=bucket)
             return
         except ClientError as exc:
             if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
@@ -90,7 +107,7 @@ class S3Store:
         except (BotoCoreError, OSError) as exc:
             raise _transient(exc, "head bucket") from exc
         try:
-            await self._client.create_bucket(Bucket=bucket)
+            await client.create_bucket(Bucket=bucket)
             log.info("bucket created", extra={"bucket": bucket})
         except ClientError as exc:
             if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
@@ -105,8 +122,9 @@ class S3Store:
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> StoredObject:
+        client = await self._api()
         try:
-            await self._client.put_object(
+            await client.put_object(
                 Bucket=bucket, Key=key, Body=data, ContentType=content_type,
                 Metadata=dict(metadata or {}),
             )
@@ -128,6 +146,7 @@ class S3Store:
         If ``chunks`` raises (a client went away, a limit was crossed), the
         partial upload is aborted and the error propagates.
         """
+        client = await self._api()
         digest = hashlib.sha256()
         buffer = bytearray()
         size = 0
@@ -147,37 +166,37 @@ class S3Store:
                 buffer += chunk
                 while len(buffer) >= self._part_size:
                     if upload_id is None:
-                        created = await self._client.create_multipart_upload(
+                        created = await client.create_multipart_upload(
                             Bucket=bucket, Key=key, ContentType=content_type,
                             Metadata=dict(metadata or {}),
                         )
                         upload_id = created["UploadId"]
                     body = bytes(buffer[: self._part_size])
                     del buffer[: self._part_size]
-                    part = await self._client.upload_part(
+                    part = await client.upload_part(
                         Bucket=bucket, Key=key, UploadId=upload_id,
                         PartNumber=len(parts) + 1, Body=body,
                     )
                     parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
             if upload_id is None:
-                await self._client.put_object(
+                await client.put_object(
                     Bucket=bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
                     Metadata=dict(metadata or {}),
                 )
             else:
                 if buffer:
-                    part = await self._client.upload_part(
+                    part = await client.upload_part(
                         Bucket=bucket, Key=key, UploadId=upload_id,
                         PartNumber=len(parts) + 1, Body=bytes(buffer),
                     )
                     parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
-                await self._client.complete_multipart_upload(
+                await client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                 )
         except BaseException as exc:
             if upload_id is not None:
-                await self._abort(bucket, key, upload_id)
+                await self._abort(client, bucket, key, upload_id)
             if isinstance(exc, _SourceFailed):
                 assert exc.__cause__ is not None
                 raise exc.__cause__ from None
@@ -186,10 +205,10 @@ class S3Store:
             raise
         return StoredObject(bucket, key, size, digest.hexdigest())
 
-    async def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+    async def _abort(self, client: Any, bucket: str, key: str, upload_id: str) -> None:
         try:
             await asyncio.shield(
-                self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             )
         except Exception:  # noqa: BLE001 - best effort; S3 lifecycle rules sweep the rest
             log.warning("could not abort multipart upload", extra={"key": key})
@@ -199,8 +218,9 @@ class S3Store:
         return b"".join(chunks)
 
     async def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        client = await self._api()
         try:
-            response = await self._client.get_object(Bucket=bucket, Key=key)
+            response = await client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFound(f"s3://{bucket}/{key} does not exist") from exc
@@ -215,8 +235,9 @@ class S3Store:
                 raise _transient(exc, "get") from exc
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        client = await self._api()
         try:
-            response = await self._client.head_object(Bucket=bucket, Key=key)
+            response = await client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -230,15 +251,17 @@ class S3Store:
         )
 
     async def delete(self, bucket: str, key: str) -> None:
+        client = await self._api()
         try:
-            await self._client.delete_object(Bucket=bucket, Key=key)
+            await client.delete_object(Bucket=bucket, Key=key)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "delete") from exc
 
     async def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        client = await self._api()
         keys: list[str] = []
         try:
-            paginator = self._client.get_paginator("list_objects_v2")
+            paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 keys.extend(item["Key"] for item in page.get("Contents", []))
         except (ClientError, BotoCoreError, OSError) as exc:
@@ -246,9 +269,8 @@ class S3Store:
         return keys
 
     async def check(self) -> None:
-        if self._client is None:
-            raise Unavailable("S3 client not started", reason="storage_unavailable")
+        client = await self._api()
         try:
-            await self._client.head_bucket(Bucket=self._settings.s3_input_bucket)
+            await client.head_bucket(Bucket=self._settings.s3_input_bucket)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "head bucket") from exc

@@ -6,15 +6,12 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.runtime.backends import (
-    ensure_buckets,
-    new_broker,
-    new_object_store,
-    new_provenance_store,
-)
+from imgpipe.provstore.open import new_provenance_store
+from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import STOPPING, serve, stop_serving
 from imgpipe.runtime.lifecycle import StopSignal, cancel, until_available
+from imgpipe.storage.open import new_object_store
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 
@@ -28,8 +25,7 @@ async def connect_backends(settings: UploadSettings, backends: Backends) -> None
         await backends.broker.declare_work_queue(settings.amqp_exchange_subscribe)
         await backends.broker.declare_work_queue(settings.amqp_exchange_prov)
 
-    await asyncio.gather(broker(), until_available("S3", lambda: ensure_buckets(
-        backends.store, settings, (settings.s3_input_bucket, settings.s3_output_bucket))))
+    await asyncio.gather(broker(), until_available("S3", backends.store.connect))
     log.info("upload service connected to its backends")
 
 
@@ -44,9 +40,10 @@ async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = N
         stack.callback(signal.close)
         broker = new_broker(settings, name="imgpipe-upload")
         stack.push_async_callback(broker.close)
-        store = await new_object_store(settings)
+        store = new_object_store(settings, buckets=(settings.s3_input_bucket,
+                                                    settings.s3_output_bucket))
         stack.push_async_callback(store.close)
-        provenance = await new_provenance_store(settings)
+        provenance = new_provenance_store(settings)
         stack.push_async_callback(provenance.close)
         backends = Backends(broker=broker, store=store, provenance=provenance)
         app = create_app(settings, backends)
