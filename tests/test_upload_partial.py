@@ -13,14 +13,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.broker.protocol import Broker
 from imgpipe.errors import TransientError
-from imgpipe.provstore.open import new_provenance_store
-from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
-from imgpipe.storage.open import new_object_store
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
-from imgpipe.upload.service import connect_backends
+from imgpipe.upload.service import connect_backends, new_backends
 from tests.images import image_bytes
 
 
@@ -47,10 +44,8 @@ async def backends(tmp_path: Path) -> AsyncIterator[tuple[UploadSettings, Backen
     settings = UploadSettings(amqp_url=embedded_url(tmp_path / "broker"),
                               s3_url=embedded_url(tmp_path / "objects"),
                               couchdb_url=embedded_url(tmp_path / "provenance"))
-    broker = new_broker(settings, name="test")
-    store = new_object_store(settings)
-    provenance = new_provenance_store(settings)
-    real = Backends(broker=broker, store=store, provenance=provenance)
+    real = new_backends(settings)
+    broker, store, provenance = real.broker, real.store, real.provenance
     await connect_backends(settings, real)
     # each file costs two publishes (its job event, then its 'received' record)
     failing = Backends(broker=BrokerThatFails(broker, ok=2), store=store,  # type: ignore[arg-type]

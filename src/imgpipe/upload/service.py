@@ -18,6 +18,16 @@ from imgpipe.upload.context import Backends
 log = logging.getLogger(__name__)
 
 
+def new_backends(settings: UploadSettings) -> Backends:
+    """The upload service's backends, not connected yet (see :func:`connect_backends`)."""
+    return Backends(
+        broker=new_broker(settings, name="imgpipe-upload"),
+        store=new_object_store(settings, buckets=(settings.s3_input_bucket,
+                                                  settings.s3_output_bucket)),
+        provenance=new_provenance_store(settings),
+    )
+
+
 async def connect_backends(settings: UploadSettings, backends: Backends) -> None:
     """Reach RabbitMQ and S3, waiting for each; declare the queues uploads feed."""
     async def broker() -> None:
@@ -38,14 +48,10 @@ async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = N
     async with AsyncExitStack() as stack:
         signal = StopSignal(stop)
         stack.callback(signal.close)
-        broker = new_broker(settings, name="imgpipe-upload")
-        stack.push_async_callback(broker.close)
-        store = new_object_store(settings, buckets=(settings.s3_input_bucket,
-                                                    settings.s3_output_bucket))
-        stack.push_async_callback(store.close)
-        provenance = new_provenance_store(settings)
-        stack.push_async_callback(provenance.close)
-        backends = Backends(broker=broker, store=store, provenance=provenance)
+        backends = new_backends(settings)
+        stack.push_async_callback(backends.broker.close)
+        stack.push_async_callback(backends.store.close)
+        stack.push_async_callback(backends.provenance.close)
         app = create_app(settings, backends)
         runner = await serve(app, settings.upload_host, settings.upload_port,
                              grace=settings.shutdown_grace)
