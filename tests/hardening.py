@@ -20,12 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ProvenanceEvent
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.runtime.backends import new_broker, new_object_store, new_provenance_store
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
-from imgpipe.upload.service import connect_backends
+from imgpipe.upload.service import connect_backends, new_backends
 
 
 class Service:
@@ -40,13 +39,10 @@ class Service:
             amqp_url=embedded_url(self._tmp / "broker"), s3_url=embedded_url(self._tmp / "objects"),
             couchdb_url=embedded_url(self._tmp / "provenance"), **overrides)
         if self.backends is None:
-            broker = new_broker(self.settings, name="test")
-            self._stack.push_async_callback(broker.close)
-            store = await new_object_store(self.settings)
-            self._stack.push_async_callback(store.close)
-            provenance = await new_provenance_store(self.settings)
-            self._stack.push_async_callback(provenance.close)
-            self.backends = Backends(broker=broker, store=store, provenance=provenance)
+            self.backends = new_backends(self.settings)
+            self._stack.push_async_callback(self.backends.broker.close)
+            self._stack.push_async_callback(self.backends.store.close)
+            self._stack.push_async_callback(self.backends.provenance.close)
             await connect_backends(self.settings, self.backends)
         client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings, self.backends)))
         await self._stack.enter_async_context(client)
