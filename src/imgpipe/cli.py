@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_provenance_commands(sub, provenance)
     dev.add_command(sub)
     from imgpipe.client.commands import add_client_commands
+    from imgpipe.credentials.commands import add_credentials_command
+
+    add_credentials_command(sub)
 
     add_client_commands(sub)
     from imgpipe import dlq, preset_commands

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgpipe.broker.protocol import Broker
 from imgpipe.errors import ConfigError, ImgpipeError
@@ -73,7 +74,7 @@ class DevSettings:
             backends["s3_url"] = embedded_url(data / "objects")
         if "couchdb_url" not in configured:
             backends["couchdb_url"] = embedded_url(data / "provenance")
-        common = {**overrides, **backends}
+        common = {**overrides, **backends, **_dev_signing(data, overrides)}
         if "log_format" not in configured:
             common["log_format"] = "text"
         return cls(
@@ -110,6 +111,40 @@ class DevSettings:
         ]
 
 
+class _SigningChoice(BaseSettings):
+    """Just what ``imgpipe dev`` needs to know to decide whether it makes the signing key."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
+
+    c2pa_sign: bool | None = None
+    c2pa_cert_chain: Path | None = None
+    c2pa_trust_anchors: Path | None = None
+
+
+DEV_CREDENTIALS = "credentials"
+"""The folder of the data directory where ``imgpipe dev`` keeps its development chain."""
+
+
+def _dev_signing(data: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Sign out of the box: C2PA_SIGN unset (or on with no chain) uses a development chain.
+
+    The chain is made on first start under ``data/credentials`` and kept; its CA
+    is trusted by this dev system's own readers unless C2PA_TRUST_ANCHORS is set.
+    """
+    choice = _SigningChoice(**{k: v for k, v in overrides.items()
+                               if k in _SigningChoice.model_fields})
+    if choice.c2pa_sign is False or choice.c2pa_cert_chain is not None:
+        return {}
+    from imgpipe.credentials.chain import ensure_chain
+
+    files = ensure_chain(data / DEV_CREDENTIALS, purpose="development")
+    signing: dict[str, Any] = {"c2pa_sign": True, "c2pa_cert_chain": files.chain,
+                               "c2pa_private_key": files.key}
+    if choice.c2pa_trust_anchors is None:
+        signing["c2pa_trust_anchors"] = files.ca
+    return signing
+
+
 def banner(settings: DevSettings, port: int) -> str:
     url = settings.page_url(port)
     lines = [f"imgpipe dev is running: open {url}", ""]
@@ -118,12 +153,22 @@ def banner(settings: DevSettings, port: int) -> str:
                                             settings.upload.couchdb_url))
     if embedded:
         lines.append(f"  {'data':<11} {settings.data_dir} (kept across restarts)")
+    signing = settings.imageproc
+    if signing.c2pa_sign and signing.c2pa_cert_chain is not None:
+        dev_chain = signing.c2pa_cert_chain.parent == settings.data_dir / DEV_CREDENTIALS
+        lines.append(f"  {'signing':<11} {signing.c2pa_cert_chain}"
+                     f"{' (DEVELOPMENT chain, not for production)' if dev_chain else ''}")
+    else:
+        lines.append(f"  {'signing':<11} off")
     lines += [
         "",
         f"  upload:  curl -F file=@photo.jpg {url}/upload",
         f"  status:  curl {url}/jobs/JOB_ID",
         "  stop:    Ctrl-C",
     ]
+    anchors = settings.upload.c2pa_trust_anchors
+    if settings.imageproc.c2pa_sign and anchors is not None:
+        lines.append(f"  check:   C2PA_TRUST_ANCHORS={anchors} imgpipe verify --file OUTPUT")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -33,6 +33,15 @@ class Processed:
     input_height: int | None
     pyvips_version: str = ""
     imageproc_version: str = ""
+    payload_sha256: str = ""
+    """sha256 of the image as libvips encoded it (equal to ``sha256`` unless signed)."""
+    signed: bool = False
+    """The body carries Content Credentials imageproc signed."""
+
+    @property
+    def payload(self) -> str:
+        """What a re-run reproduces: the libvips payload's sha256."""
+        return self.payload_sha256 or self.sha256
 
 
 def _seconds(value: str | None) -> float | None:
@@ -40,6 +49,16 @@ def _seconds(value: str | None) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def _step_headers(job_id: str | None, stage: str | None, input_sha256: str | None,
+                  filename: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/octet-stream"}
+    for name, value in (("Job", job_id), ("Stage", stage), ("Input-Sha256", input_sha256),
+                        ("Filename", quote(filename, safe="") if filename else None)):
+        if value:
+            headers[f"X-Imgpipe-{name}"] = value
+    return headers
 
 
 def _int(value: str | None) -> int | None:
@@ -61,8 +80,10 @@ class ImageprocClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
-    async def process(self, data: bytes, pipeline: str) -> Processed:
-        """Run ``pipeline`` over ``data``.
+    async def process(self, data: bytes, pipeline: str, *, job_id: str | None = None,
+                      stage: str | None = None, input_sha256: str | None = None,
+                      filename: str | None = None) -> Processed:
+        """Run ``pipeline`` over ``data``; the step's names go into a signed output's credentials.
 
         Raises :class:`PermanentError` (with imageproc's reason) for input that
         can never be processed or that ran past imageproc's own time limit
@@ -74,7 +95,7 @@ class ImageprocClient:
         try:
             async with session.post(
                 f"{self.base_url}/process", params={"pipeline": pipeline}, data=data,
-                headers={"Content-Type": "application/octet-stream"},
+                headers=_step_headers(job_id, stage, input_sha256, filename),
             ) as resp:
                 if resp.status == 200:
                     body = await resp.read()
@@ -93,6 +114,8 @@ class ImageprocClient:
                         input_height=_int(h.get("X-Imgpipe-Input-Height")),
                         pyvips_version=h.get("X-Imgpipe-Pyvips-Version", ""),
                         imageproc_version=h.get("X-Imgpipe-Version", ""),
+                        payload_sha256=h.get("X-Imgpipe-Payload-Sha256", ""),
+                        signed=h.get("X-Imgpipe-Credentials") == "c2pa",
                     )
                 reason, message = "imageproc_error", f"imageproc answered {resp.status}"
                 try:

@@ -50,6 +50,9 @@ class ObjectRef(_Model):
     format: str | None = None
     width: int | None = None
     height: int | None = None
+    payload_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """For an output with Content Credentials: the sha256 of the image as libvips encoded
+    it, before the signed manifest was inserted (what re-running the step reproduces)."""
 
     @property
     def uri(self) -> str:

@@ -112,7 +112,8 @@ def _image(doc: ProvBundle, ref: ObjectRef) -> QualifiedName:
         IMGPIPE["mediaType"]: ref.media_type,
         PROV_LOCATION: ref.uri,
     }
-    for name, value in (("format", ref.format), ("width", ref.width), ("height", ref.height)):
+    for name, value in (("format", ref.format), ("width", ref.width), ("height", ref.height),
+                        ("payloadSha256", ref.payload_sha256)):
         if value is not None:
             attrs[IMGPIPE[name]] = value
     doc.entity(image_id(ref.sha256), attrs)

@@ -37,17 +37,25 @@ class Outcome(enum.StrEnum):
     """The re-run gives other bytes than recorded (see the libvips versions)."""
     RECORD_INCOMPLETE = "record_incomplete"
     """The record lacks what a re-run needs (no completed step, no input, no pipeline)."""
+    CREDENTIALS_DISAGREE = "credentials_disagree"
+    """The output's Content Credentials are invalid or say otherwise than the record."""
 
 
 #: Which outcome speaks for a job whose steps disagree: the first found in this order.
 SEVERITY = (Outcome.INPUT_CHANGED, Outcome.OUTPUT_CHANGED, Outcome.OUTPUT_DIFFERS,
-            Outcome.RECORD_INCOMPLETE, Outcome.VERIFIED)
+            Outcome.CREDENTIALS_DISAGREE, Outcome.RECORD_INCOMPLETE, Outcome.VERIFIED)
 
 
 class Reprocessor(Protocol):
     """What verification needs of imageproc."""
 
     async def process(self, data: bytes, pipeline: str) -> Processed: ...
+
+
+class CredentialsCheck(Protocol):
+    """Compares a stored output's Content Credentials with its record (see credentials/)."""
+
+    async def __call__(self, data: bytes, doc: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -61,6 +69,7 @@ class StepReport:
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     libvips: dict[str, str | None] = field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
 
 
 @dataclass
@@ -109,9 +118,17 @@ def _complete(doc: Mapping[str, Any]) -> str | None:
 
 
 async def verify_step(
-    doc: Mapping[str, Any], objects: ObjectStore, imageproc: Reprocessor
+    doc: Mapping[str, Any], objects: ObjectStore, imageproc: Reprocessor,
+    credentials: CredentialsCheck | None = None,
 ) -> StepReport:
-    """Verify one ``step.completed`` record."""
+    """Verify one ``step.completed`` record.
+
+    A signed output (its record names a ``payload_sha256``) is compared by
+    payload: the re-run's libvips bytes against the recorded payload hash,
+    since a signature embeds a time and random ids; the stored signed file is
+    compared with the recorded ``sha256`` as is, and its credentials with the
+    record by ``credentials`` when given.
+    """
     report = StepReport(stage=str(doc.get("stage")), pipeline=str(doc.get("pipeline") or ""),
                         outcome=Outcome.RECORD_INCOMPLETE, message="")
     if problem := _complete(doc):
@@ -135,13 +152,16 @@ async def verify_step(
     except PermanentError as exc:
         result = None
         report.message = f"the recorded pipeline no longer runs: {exc.message}"
-    rerun = hashlib.sha256(result.body).hexdigest() if result is not None else None
+    rerun = result.payload if result is not None else None
+    recorded = target.get("payload_sha256") or target["sha256"]
+    if target.get("payload_sha256"):
+        report.output["recorded_payload_sha256"] = recorded
     report.output["rerun_sha256"] = rerun
     report.libvips = {"recorded": recorded_engine,
                       "current": result.vips_version if result is not None else None}
     stored, stored_sha = await _stored_sha(objects, target)
     report.output["stored_sha256"] = stored_sha
-    if rerun != target["sha256"]:
+    if rerun != recorded:
         report.outcome = Outcome.OUTPUT_DIFFERS
         if result is not None:
             same = recorded_engine == result.vips_version
@@ -159,8 +179,17 @@ async def verify_step(
                           "the stored output no longer matches its recorded sha256 "
                           "(the re-run reproduces the record)")
         return report
+    if credentials is not None and target.get("payload_sha256"):
+        report.credentials = await credentials(stored, doc)
+        if not report.credentials["agrees"]:
+            report.outcome = Outcome.CREDENTIALS_DISAGREE
+            report.message = "the output's Content Credentials do not match the record: " + (
+                "; ".join(report.credentials["differences"]))
+            return report
     report.outcome = Outcome.VERIFIED
     report.message = "input, re-run and stored output all match the record"
+    if report.credentials is not None:
+        report.message += f"; its Content Credentials agree ({report.credentials['verdict']})"
     return report
 
 
@@ -170,7 +199,8 @@ def job_outcome(steps: Sequence[StepReport]) -> Outcome:
 
 
 async def verify_job(
-    job_id: str, provenance: ProvenanceStore, objects: ObjectStore, imageproc: Reprocessor
+    job_id: str, provenance: ProvenanceStore, objects: ObjectStore, imageproc: Reprocessor,
+    credentials: CredentialsCheck | None = None,
 ) -> JobReport | None:
     """Verify every completed step of ``job_id``; None when nothing is recorded for it.
 
@@ -183,7 +213,8 @@ async def verify_job(
     completed = {step_key(d): d for d in docs if d.get("kind") == "step.completed"}
     failed = {step_key(d): d for d in docs if d.get("kind") == "step.failed"}
     pending = {step_key(d) for d in docs if d.get("kind") == "step.started"} | set(failed)
-    steps = [await verify_step(doc, objects, imageproc) for doc in completed.values()]
+    steps = [await verify_step(doc, objects, imageproc, credentials)
+             for doc in completed.values()]
     for key in sorted(pending - set(completed)):
         message = "the step started but no completion is recorded"
         if key in failed:

@@ -22,6 +22,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from imgpipe.credentials.commands import add_file_option, verify_files_command
+from imgpipe.errors import ConfigError
+
 NOT_FOUND = 3
 
 
@@ -51,9 +54,13 @@ def add_commands(sub: Any, provenance: argparse.ArgumentParser) -> None:
         "verify", help="Re-run a job's recorded steps and compare hashes.",
         description="Fetch the recorded input, re-run the recorded pipeline through imageproc "
                     "and compare the output's sha256 with the record. Exit 0 when verified, "
-                    "1 when not, 3 when the job has no record.")
-    verify.add_argument("job_id", metavar="JOB_ID")
+                    "1 when not, 3 when the job has no record. Signed outputs are compared by "
+                    "their libvips payload, and their Content Credentials with the record. "
+                    "With --file, validate files' Content Credentials instead (no server): "
+                    "exit 0 when all are trusted, 1 when one is invalid, untrusted or unsigned.")
+    verify.add_argument("job_id", metavar="JOB_ID", nargs="?")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_file_option(verify)
     verify.add_argument("--url", default=None,
                         help="ask the upload service at URL (e.g. http://localhost:8000) to verify, "
                              "instead of reading CouchDB and S3 and calling imageproc here")
@@ -82,6 +89,12 @@ def lineage_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    if args.file:
+        if args.job_id or args.url:
+            raise ConfigError("give a JOB_ID or --file, not both")
+        return verify_files_command(args)
+    if not args.job_id:
+        raise ConfigError("give a JOB_ID to verify, or --file FILE")
     if args.url:
         token = args.token or os.environ.get("IMGPIPE_TOKEN") or None
         return asyncio.run(_verify_api(args.url, args.job_id, token, args.json))
@@ -146,6 +159,8 @@ async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
 
 async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
     from imgpipe.client.imageproc import ImageprocClient
+    from imgpipe.credentials.agreement import RecordCheck
+    from imgpipe.credentials.signing import trust_anchors
     from imgpipe.domain.verify import verify_job
     from imgpipe.errors import ImgpipeError
     from imgpipe.provstore.open import new_provenance_store
@@ -155,7 +170,8 @@ async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
     objects = new_object_store(settings)
     imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
     try:
-        report = await verify_job(job_id, provenance, objects, imageproc)
+        report = await verify_job(job_id, provenance, objects, imageproc,
+                                  RecordCheck(trust_anchors(settings)))
     except ImgpipeError as err:
         print(f"imgpipe: no verdict: {err.message}", file=sys.stderr)
         return NOT_FOUND
@@ -270,6 +286,11 @@ def render_report(report: Mapping[str, Any]) -> str:
     for step in report["steps"]:
         lines.append(f"  {step['outcome']:<17} {step['stage']}: {step['pipeline']}")
         lines.append(f"  {'':<17} {step['message']}")
+        creds = step.get("credentials")
+        if creds:
+            agree = "agree with" if creds["agrees"] else "DISAGREE with"
+            lines.append(f"  {'':<17} Content Credentials {creds['verdict']}, signed by "
+                         f"{creds.get('signer')}: {agree} the record")
         engine = step.get("libvips") or {}
         if engine.get("recorded") or engine.get("current"):
             lines.append(f"  {'':<17} libvips recorded {engine.get('recorded')}, "

@@ -122,7 +122,9 @@ class Runner:
                     f"the stored input {event.image.uri} no longer matches its sha256",
                     reason="input_changed",
                 )
-            result = await self.imageproc.process(data, pipeline)
+            result = await self.imageproc.process(
+                data, pipeline, job_id=event.job_id, stage=self.stage,
+                input_sha256=event.image.sha256, filename=event.filename)
         except ObjectNotFound as exc:
             missing = PermanentError(exc.message, reason="input_missing")
             await self._failed(event, pipeline, started_at, missing, attempt)
@@ -169,6 +171,7 @@ class Runner:
             bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
             media_type=result.media_type, format=result.format,
             width=result.width, height=result.height,
+            payload_sha256=result.payload_sha256 if result.signed else None,
         )
 
     async def _failed(self, event: ImageEvent, pipeline: str, started_at: object,
