@@ -18,6 +18,7 @@ from aiohttp import web
 
 from imgpipe.broker.protocol import Broker
 from imgpipe.client.imageproc import ImageprocClient
+from imgpipe.credentials.signing import trust_anchors
 from imgpipe.domain.pipeline import BUILTIN_PRESETS
 from imgpipe.errors import ImgpipeError
 from imgpipe.provstore.protocol import ProvenanceStore
@@ -69,6 +70,8 @@ class UploadContext:
         self.backends = backends
         self.presets = {**BUILTIN_PRESETS, **(presets or {})}
         self.imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
+        #: PEM of C2PA_TRUST_ANCHORS (read once at start): what Content Credentials are trusted
+        self.anchors = trust_anchors(settings)
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         """The job's status view, or None when imgpipe never accepted such a job."""

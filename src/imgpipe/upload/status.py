@@ -30,6 +30,9 @@ def _output_view(job_id: str, index: int, doc: dict[str, Any]) -> dict[str, Any]
         "location": f"s3://{out.get('bucket')}/{out.get('key')}",
         "url": f"/jobs/{job_id}/outputs/{index}",
         "completed_at": doc.get("ended_at"),
+        **({"payload_sha256": out["payload_sha256"],
+            "credentials_url": f"/jobs/{job_id}/outputs/{index}/credentials"}
+           if out.get("payload_sha256") else {}),
     }
 
 

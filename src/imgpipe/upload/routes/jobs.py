@@ -3,6 +3,7 @@
 * ``GET /jobs/{job_id}``: one job's status;
 * ``GET /jobs?ids=...``: several jobs' status in one request (the page polls it);
 * ``GET /jobs/{job_id}/outputs/{index}``: one result, streamed from the output bucket;
+* ``GET /jobs/{job_id}/outputs/{index}/credentials``: its Content Credentials, validated;
 * ``GET /jobs/{job_id}/input``: the uploaded image, for side-by-side previews.
 """
 
@@ -13,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from imgpipe.credentials.reading import inspect
 from imgpipe.errors import ImgpipeError, InvalidInput
+from imgpipe.storage.protocol import ObjectNotFound
 from imgpipe.upload.context import context_of, is_job_id, job_id_of
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.streaming import stream_object
@@ -68,12 +71,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     })
 
 
-@routes.get("/jobs/{job_id}/outputs/{index}")
-async def get_output(request: web.Request) -> web.StreamResponse:
-    """Stream one of a job's outputs from the output bucket."""
-    ctx = context_of(request)
+async def _output(request: web.Request) -> tuple[str, int, dict[str, Any]]:
+    """The route's job id, output index and that output's view (or 404)."""
     job_id = job_id_of(request)
-    view = await ctx.require_job(job_id)
+    view = await context_of(request).require_job(job_id)
     text = request.match_info["index"]
     # only plain ASCII digits: int() would also take "-1", "+0", "0_0" and other scripts' digits
     if not (text.isascii() and text.isdigit() and len(text) <= MAX_INDEX_DIGITS) or int(text) >= len(
@@ -85,15 +86,45 @@ async def get_output(request: web.Request) -> web.StreamResponse:
             reason="output_not_found", status=404,
         )
     index = int(text)
-    output = view["outputs"][index]
+    return job_id, index, view["outputs"][index]
+
+
+def _missing(job_id: str) -> ImgpipeError:
+    return ImgpipeError(f"The output of job {job_id} is no longer stored.",
+                        reason="output_missing", status=410)
+
+
+@routes.get("/jobs/{job_id}/outputs/{index}")
+async def get_output(request: web.Request) -> web.StreamResponse:
+    """Stream one of a job's outputs from the output bucket."""
+    ctx = context_of(request)
+    job_id, index, output = await _output(request)
     bucket, key = output["location"].removeprefix("s3://").split("/", 1)
     return await stream_object(request, ctx.backends.store, bucket, key, headers={
         "Content-Type": output.get("media_type") or "application/octet-stream",
         "Content-Length": str(output.get("size") or 0),
         "X-Imgpipe-Sha256": output.get("sha256") or "",
         "Content-Disposition": f'inline; filename="{job_id}-{index}.{output.get("format") or "bin"}"',
-    }, missing=ImgpipeError(f"The output of job {job_id} is no longer stored.",
-                            reason="output_missing", status=410))
+    }, missing=_missing(job_id))
+
+
+@routes.get("/jobs/{job_id}/outputs/{index}/credentials")
+async def get_output_credentials(request: web.Request) -> web.Response:
+    """The output's Content Credentials as JSON: verdict, failures, chain of manifests.
+
+    Validated here against C2PA_TRUST_ANCHORS; ``verdict`` is ``none`` for an
+    output signed by no one (signing off when it was made).
+    """
+    ctx = context_of(request)
+    job_id, index, output = await _output(request)
+    bucket, key = output["location"].removeprefix("s3://").split("/", 1)
+    try:
+        data = await ctx.backends.store.get_bytes(bucket, key)
+    except ObjectNotFound:
+        raise _missing(job_id) from None
+    found = await asyncio.to_thread(inspect, data, output.get("media_type"), ctx.anchors)
+    return web.json_response({"job_id": job_id, "output": index, "sha256": output.get("sha256"),
+                              "anchors": ctx.anchors is not None, **found.to_dict()})
 
 
 @routes.get("/jobs/{job_id}/input")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from imgpipe.credentials.agreement import RecordCheck
 from imgpipe.domain.lineage import job_records, lineage
 from imgpipe.domain.prov import FORMATS, job_document, jobs_document, serialize
 from imgpipe.domain.verify import verify_job
@@ -79,7 +80,8 @@ async def post_verify(request: web.Request) -> web.Response:
     """Re-run the job's recorded steps through imageproc and compare hashes."""
     ctx = context_of(request)
     job_id = job_id_of(request)
-    report = await verify_job(job_id, ctx.backends.provenance, ctx.backends.store, ctx.imageproc)
+    report = await verify_job(job_id, ctx.backends.provenance, ctx.backends.store, ctx.imageproc,
+                              RecordCheck(ctx.anchors))
     if report is None:
         raise await _pending_or_unknown(ctx, job_id)
     return web.json_response(report.to_dict())
