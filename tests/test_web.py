@@ -252,3 +252,34 @@ def test_api_tokens(page: Page, secured_url: str, images: dict[str, Path]) -> No
     shot(page, "token")
     assert page.request.get(secured_url + "/api").status == 200
     assert page.request.get(secured_url + "/presets").status == 401
+
+
+@pytest.fixture
+def signing_url(
+    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path: Path
+) -> Iterator[str]:
+    """The four services with imageproc signing outputs and upload trusting the chain's CA."""
+    from imgpipe.credentials.chain import make_chain
+
+    files = make_chain(tmp_path / "chain", purpose="trial")
+    (tmp_path / "logs").mkdir()
+    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path / "logs",
+                       C2PA_SIGN="on", C2PA_CERT_CHAIN=str(files.chain),
+                       C2PA_PRIVATE_KEY=str(files.key), C2PA_TRUST_ANCHORS=str(files.ca))
+
+
+def test_content_credentials_panel(page: Page, signing_url: str,
+                                   images: dict[str, Path]) -> None:
+    open_page(page, signing_url)
+    page.fill("#pipeline", "resize:w=200/format:webp")
+    page.set_input_files("#files", [images["photo.jpg"]])
+    job = page.locator("#jobs > li.job").first
+    expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+    job.locator("details.credentials summary").click()
+    body = job.locator(".cred-body")
+    expect(body.locator(".cred-verdict")).to_contain_text("Trusted")
+    expect(body).to_contain_text("imgpipe TRIAL signer")
+    expect(body.locator(".cred-actions")).to_contain_text("c2pa.resized resize:w=200")
+    expect(body.locator(".cred-actions")).to_contain_text("c2pa.transcoded format:webp")
+    expect(body.locator(".cred-ingredients")).to_contain_text("parentOf: photo.jpg sha256:")
+    shot(page, "credentials")

@@ -120,6 +120,19 @@ def _paths() -> dict[str, dict[str, Any]]:
             description="Headers: `X-Imgpipe-Sha256` (the output's sha256), "
                         "`Content-Disposition` with a file name.",
         )},
+        "/jobs/{job_id}/outputs/{index}/credentials": {"get": _op(
+            "The output's Content Credentials (C2PA), validated", {
+                "200": _json(_ref("Credentials"), "Verdict, failures and the chain of "
+                                                  "manifests (active first)."),
+                **_errors("job_not_found", "output_not_found", "output_missing", *UNAVAILABLE),
+            },
+            params=[JOB_PARAM, _param("index", "path", {"type": "integer", "minimum": 0},
+                                      "Position in the job's `outputs` list.")],
+            description="Validates the stored output's manifest store: claim signatures, "
+                        "the hash binding of its bytes, and trust of the signer against "
+                        "C2PA_TRUST_ANCHORS. `verdict` is `none` for an output made with "
+                        "signing off.",
+        )},
         "/jobs/{job_id}/provenance": {"get": _op(
             "The job's provenance record (W3C PROV)", {
                 "200": {"description": "PROV-JSON with one bundle job:<job_id> holding every "
@@ -258,6 +271,39 @@ def _schemas() -> dict[str, Any]:
             "location": {"type": "string", "description": "s3://bucket/key"},
             "url": {"type": "string", "description": "/jobs/{job_id}/outputs/{index}"},
             "completed_at": {**nullable_str, "format": "date-time"},
+            "payload_sha256": {**sha, "description": "Signed outputs only: the sha256 of the "
+                               "image as libvips encoded it, before the manifest was inserted."},
+            "credentials_url": {"type": "string", "description": "Signed outputs only: "
+                                "/jobs/{job_id}/outputs/{index}/credentials"},
+        }},
+        "Credentials": {"type": "object", "required": ["verdict", "manifests"], "properties": {
+            "job_id": JOB_ID, "output": {"type": "integer"}, "sha256": sha,
+            "anchors": {"type": "boolean", "description": "C2PA_TRUST_ANCHORS is set."},
+            "verdict": {"enum": ["trusted", "untrusted", "invalid", "none"], "description":
+                        "trusted: valid and the signer chains to an anchor; untrusted: valid "
+                        "signature and binding, signer not anchored; invalid: a signature or "
+                        "hash failed; none: no credentials."},
+            "state": {**nullable_str, "description": "C2PA validation state: Trusted, Valid, "
+                      "Invalid."},
+            "error": nullable_str,
+            "failures": {"type": "array", "items": {"type": "object", "properties": {
+                "code": {"type": "string"}, "url": {"type": "string"},
+                "explanation": {"type": "string"}}}},
+            "manifests": {"type": "array", "items": {"type": "object", "properties": {
+                "label": {"type": "string"}, "title": nullable_str, "signer": nullable_str,
+                "issuer": nullable_str, "algorithm": nullable_str, "signed_at": nullable_str,
+                "generator": {"type": "array", "items": {"type": "string"}},
+                "actions": {"type": "array", "items": {"type": "object", "properties": {
+                    "action": {"type": "string"}, "description": nullable_str,
+                    "agent": nullable_str}}},
+                "ingredients": {"type": "array", "items": {"type": "object", "properties": {
+                    "title": nullable_str, "format": nullable_str,
+                    "relationship": nullable_str, "instance_id": nullable_str,
+                    "manifest": nullable_str}}},
+                "imgpipe": {"type": ["object", "null"], "description": "The org.imgpipe.step "
+                            "assertion: job, stage, pipeline, input and payload sha256, "
+                            "software, record."},
+            }}},
         }},
         "JobList": {"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")},

@@ -257,10 +257,61 @@ function renderResults(job) {
         out.width && out.height ? `${out.width}×${out.height}` : null, fmtSize(out.size)]),
       h("p", { class: "hint" }, h("code", {}, out.pipeline || "")),
       authLink(h("a", { href: out.url, download: name, class: "download" },
-        `Download ${out.format || "output"}`))));
+        `Download ${out.format || "output"}`)),
+      out.credentials_url ? credentialsPanel(out.credentials_url) : null));
   });
   box.replaceChildren(...figures);
   box.hidden = false;
+}
+
+/* ---------------------------------------------------------------- content credentials */
+
+const VERDICTS = {
+  trusted: "Trusted: signature valid, signer anchored",
+  untrusted: "Valid signature, signer not trusted here",
+  invalid: "Invalid: the file or its manifest was changed",
+  none: "No Content Credentials",
+};
+
+function renderCredentials(found) {
+  const parts = [h("p", { class: `cred-verdict cred-${found.verdict}` },
+    h("strong", {}, VERDICTS[found.verdict] || found.verdict),
+    found.state ? ` (C2PA: ${found.state})` : "")];
+  for (const f of found.failures || []) {
+    parts.push(h("p", { class: "prov-failed" }, h("code", {}, f.code), " ", f.explanation));
+  }
+  (found.manifests || []).forEach((m, depth) => {
+    const step = m.imgpipe || {};
+    parts.push(h("div", { class: "cred-manifest" },
+      h("h4", {}, depth ? `Made from: ${m.title || "earlier manifest"}` : (m.title || "This image")),
+      h("p", {}, "Signed by ", h("strong", {}, m.signer || "unknown"),
+        m.issuer ? ` (${m.issuer})` : "", m.algorithm ? ` · ${m.algorithm}` : ""),
+      step.job_id ? h("p", { class: "hint" }, `imgpipe job ${step.job_id} · stage ${step.stage || "-"}`) : null,
+      h("ol", { class: "cred-actions", "aria-label": "Actions" }, (m.actions || []).map((a) =>
+        h("li", {}, h("code", {}, a.action), a.description ? ` ${a.description}` : ""))),
+      h("ul", { class: "cred-ingredients", "aria-label": "Ingredients" }, (m.ingredients || []).map((i) =>
+        h("li", {}, `${i.relationship || "ingredient"}: ${i.title || ""} `,
+          i.instance_id ? h("code", {}, i.instance_id) : "")))));
+  });
+  return parts;
+}
+
+function credentialsPanel(url) {
+  const body = h("div", { class: "cred-body" }, h("p", { class: "hint" }, "Loading…"));
+  const panel = h("details", { class: "credentials" }, h("summary", {}, "Content Credentials"), body);
+  panel.addEventListener("toggle", async () => {
+    if (!panel.open || panel.dataset.loaded) return;
+    panel.dataset.loaded = "1";
+    try {
+      const resp = await api(url);
+      body.replaceChildren(...(resp.ok ? renderCredentials(await resp.json())
+        : [h("p", { class: "prov-failed" }, (await errorOf(resp)).message)]));
+    } catch (_) {
+      delete panel.dataset.loaded;
+      body.replaceChildren(h("p", { class: "hint" }, "Cannot reach the service for the credentials."));
+    }
+  });
+  return panel;
 }
 
 /* ---------------------------------------------------------------- provenance */
