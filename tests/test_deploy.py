@@ -275,6 +275,8 @@ def test_every_service_deployment_is_probed_sized_and_hardened(variant: str) -> 
     assert len({container(d)["image"] for d in deployments}) == 1, "one image for all"
     for d in deployments:
         name, spec, c = d["metadata"]["name"], d["spec"]["template"]["spec"], container(d)
+        assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "imgpipe", \
+            f"{name}: `rollout restart -l app.kubernetes.io/part-of=imgpipe` must find it"
         assert not c["image"].endswith(":latest"), f"{name}: pin the image"
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             assert c[probe]["httpGet"]["path"] == path, f"{name}: {probe}"
