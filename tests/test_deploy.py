@@ -296,11 +296,15 @@ def test_every_service_deployment_is_probed_sized_and_hardened(variant: str) -> 
         assert security["readOnlyRootFilesystem"] is True, name
         assert security["capabilities"]["drop"] == ["ALL"], name
         assert spec["automountServiceAccountToken"] is False, name
-        writable = {m["mountPath"] for m in c.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
-        assert all("emptyDir" in v for v in volumes.values()), f"{name}: only emptyDirs"
+        writable = {m["mountPath"] for m in c.get("volumeMounts", []) if not m.get("readOnly")}
+        for mount in c.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            assert "emptyDir" in volume or mount.get("readOnly"), f"{name}: {mount}"
         if command(d) == "imageproc":
             assert writable == {"/tmp"}, "libvips' temporary files"
+        else:
+            assert not writable, f"{name} writes nothing (docs/deploy.md)"
 
 
 def mebibytes(quantity: str) -> float:
@@ -462,6 +466,41 @@ def test_every_setting_is_provided_or_defaulted_and_loads(
             if hasattr(settings, url_field):
                 host = urlsplit(getattr(settings, url_field)).hostname
                 assert host and host not in LOOPBACK, f"{name}: {url_field.upper()} is {host}"
+
+
+def mounted_files(deployment: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Path in the container -> (Secret or ConfigMap name, key) of each file mounted from one."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+    files = {}
+    for mount in container(deployment).get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        source = volume.get("secret") or volume.get("configMap")
+        if source is None:
+            continue
+        assert "items" in source, f"{mount['name']}: name the keys a pod gets"
+        source_name = source.get("secretName") or source.get("name")
+        for item in source["items"]:
+            files[f"{mount['mountPath']}/{item['path']}"] = (source_name, item["key"])
+    return files
+
+
+@pytest.mark.parametrize("variant", all_variants())
+def test_file_settings_name_mounted_files_and_the_key_stays_in_imageproc(variant: str) -> None:
+    objects = rendered(variant)
+    for d in imgpipe_deployments(objects):
+        name, files = d["metadata"]["name"], mounted_files(d)
+        env = environment(objects, d)
+        for var in ("C2PA_CERT_CHAIN", "C2PA_PRIVATE_KEY", "C2PA_TRUST_ANCHORS",
+                    "IMGPIPE_PRESETS", "IMAGEPROC_OVERLAYS"):
+            if var in env and env[var][1].startswith("/"):
+                assert env[var][1] in files or any(
+                    f.startswith(env[var][1].rstrip("/") + "/") for f in files
+                ), f"{name}: {var}={env[var][1]} is not a mounted file"
+        private = {path for path, (_, key) in files.items() if key.endswith("key.pem")}
+        assert not private or command(d) == "imageproc", f"{name} mounts a private key"
+    if variant == "two-stages":
+        imageproc = next(d for d in imgpipe_deployments(objects) if command(d) == "imageproc")
+        assert environment(objects, imageproc)["C2PA_SIGN"][1] == "on"
 
 
 def test_bring_your_own_documents_every_secret_key_it_needs() -> None:
