@@ -303,6 +303,36 @@ async def test_overwrite_list_and_delete(
     assert await object_store.list_keys(bucket, "jobs/a") == ["jobs/a/dither/1.png"]
 
 
+async def test_listing_streams_in_byte_order_after_a_key(
+    object_store: ObjectStore, backend_env: dict[str, str]
+) -> None:
+    bucket = backend_env["S3_INPUT_BUCKET"]
+    keys = ["a-b", "a/b/c.png", "a/b0", "a/c", "a.png", "b", "ab/x", "z/y/x/w"]
+    for key in keys:
+        await object_store.put_bytes(bucket, key, key.encode() * 3, content_type="image/png")
+
+    async def listed(prefix: str = "", after: str = "") -> list[str]:
+        return [o.key async for o in object_store.iter_objects(bucket, prefix, start_after=after)]
+
+    # S3 lists in byte order; SeaweedFS lists directory by directory ("a/..." before
+    # "a-b"). Either way a listing continued after a key is the rest of the same order.
+    ordered = await listed()
+    assert sorted(ordered) == sorted(keys) and ordered == await object_store.list_keys(bucket)
+    for after in keys:
+        assert await listed(after=after) == ordered[ordered.index(after) + 1:], after
+    assert await listed("a/") == ["a/b/c.png", "a/b0", "a/c"]
+    assert await listed("a/b") == ["a/b/c.png", "a/b0"]
+    assert await listed("a", after="a/b0") == [k for k in ordered if k.startswith("a")][
+        [k for k in ordered if k.startswith("a")].index("a/b0") + 1:]
+    first = [o async for o in object_store.iter_objects(bucket, "b")]
+    assert [(o.key, o.size) for o in first] == [("b", 3)] and first[0].etag
+    await object_store.put_bytes(bucket, "b", b"changed", content_type="image/png")
+    again = [o async for o in object_store.iter_objects(bucket, "b")]
+    assert again[0].etag != first[0].etag
+    with pytest.raises(ObjectNotFound):
+        await anext(object_store.iter_objects(bucket + "-none"))
+
+
 async def test_a_failed_stream_leaves_the_previous_object(
     object_store: ObjectStore, backend_env: dict[str, str]
 ) -> None:

@@ -250,6 +250,18 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
         default=30.0, gt=0, description="Seconds an upload may send nothing before it is refused."
     )
 
+    upload_ingest_buckets: str = Field(
+        default="",
+        description="Comma-separated buckets whose objects POST /ingest (imgpipe ingest) may "
+        "turn into jobs without uploading them; empty: ingest is off.",
+    )
+    upload_ingest_parallel: int = Field(
+        default=4, ge=1, le=64, description="Objects one ingest run reads at once."
+    )
+
+    def ingest_buckets(self) -> tuple[str, ...]:
+        return tuple(b.strip() for b in self.upload_ingest_buckets.split(",") if b.strip())
+
     def api_tokens(self) -> tuple[str, ...]:
         raw = self.upload_api_tokens.get_secret_value() if self.upload_api_tokens else ""
         return tuple(t.strip() for t in raw.split(",") if t.strip())

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from imgpipe.errors import InvalidInput, TransientError
-from imgpipe.storage.protocol import ObjectInfo, ObjectNotFound, StoredObject
+from imgpipe.storage.protocol import ListedObject, ObjectInfo, ObjectNotFound, StoredObject
 
 READ_CHUNK = 256 * 1024
 _TMP_PREFIX = ".imgpipe-tmp-"
@@ -242,6 +242,49 @@ class LocalStore:
             return await asyncio.to_thread(walk)
         except OSError as exc:
             raise _unavailable(exc, "list") from exc
+
+    async def iter_objects(
+        self, bucket: str, prefix: str = "", *, start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
+        """Walk one directory at a time in S3's byte order: a file ``x`` sorts as ``x``, a
+        directory ``x`` as ``x/``, since every key under it starts so."""
+        _check_bucket(bucket)
+        base = self.root / bucket
+        if not await asyncio.to_thread(base.is_dir):
+            raise ObjectNotFound(f"there is no bucket {bucket!r}", reason="bucket_not_found")
+
+        def entries(directory: Path, rel: str) -> list[tuple[str, bool, int, int]]:
+            found = []
+            with os.scandir(directory) as scan:
+                for entry in scan:
+                    if entry.name.startswith(_TMP_PREFIX):
+                        continue
+                    key = rel + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append((key + "/", True, 0, 0))
+                    elif entry.is_file(follow_symlinks=False):
+                        stat = entry.stat()
+                        found.append((key, False, stat.st_size, stat.st_mtime_ns))
+            return sorted(found, key=lambda e: e[0].encode())
+
+        async def walk(directory: Path, rel: str) -> AsyncIterator[ListedObject]:
+            try:
+                listed = await asyncio.to_thread(entries, directory, rel)
+            except OSError as exc:
+                raise _unavailable(exc, "list") from exc
+            for key, is_dir, size, mtime in listed:
+                # skip subtrees wholly outside the prefix or before start_after
+                if not (key.startswith(prefix) or prefix.startswith(key)):
+                    continue
+                if is_dir:
+                    if start_after.startswith(key) or key.encode() > start_after.encode():
+                        async for item in walk(directory / key[len(rel):-1], key):
+                            yield item
+                elif key.startswith(prefix) and key.encode() > start_after.encode():
+                    yield ListedObject(key, size, f"{size:x}-{mtime:x}")
+
+        async for item in walk(base, ""):
+            yield item
 
     async def check(self) -> None:
         probe = self.root / (self._check_bucket or "")

@@ -31,6 +31,15 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    """One entry of a bucket listing: enough to tell whether an object changed."""
+
+    key: str
+    size: int
+    etag: str
+
+
 class ObjectNotFound(ImgpipeError):
     reason = "object_not_found"
     status = 404
@@ -78,6 +87,14 @@ class ObjectStore(Protocol):
     async def delete(self, bucket: str, key: str) -> None: ...
 
     async def list_keys(self, bucket: str, prefix: str = "") -> list[str]: ...
+
+    def iter_objects(
+        self, bucket: str, prefix: str = "", *, start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
+        """The objects under ``prefix`` after ``start_after``, in byte order of their keys,
+        a page at a time (the listing is never held whole); :class:`ObjectNotFound` when
+        the bucket does not exist."""
+        ...
 
     async def check(self) -> None: ...
 

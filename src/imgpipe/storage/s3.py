@@ -22,11 +22,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imgpipe.errors import TransientError, Unavailable
 from imgpipe.runtime.config import S3Settings
-from imgpipe.storage.protocol import ObjectInfo, ObjectNotFound, StoredObject
+from imgpipe.storage.protocol import ListedObject, ObjectInfo, ObjectNotFound, StoredObject
 
 log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024
+LIST_PAGE = 1000
 
 
 def _transient(exc: Exception, what: str) -> TransientError:
@@ -267,6 +268,25 @@ class S3Store:
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "list") from exc
         return keys
+
+    async def iter_objects(
+        self, bucket: str, prefix: str = "", *, start_after: str = ""
+    ) -> AsyncIterator[ListedObject]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after,
+                                   PaginationConfig={"PageSize": LIST_PAGE})
+        try:
+            async for page in pages:
+                for item in page.get("Contents", []):
+                    yield ListedObject(item["Key"], int(item["Size"]),
+                                       str(item.get("ETag", "")).strip('"'))
+        except ClientError as exc:
+            if _code(exc) == "NoSuchBucket":
+                raise ObjectNotFound(f"there is no bucket {bucket!r}",
+                                     reason="bucket_not_found") from exc
+            raise _transient(exc, "list") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise _transient(exc, "list") from exc
 
     async def check(self) -> None:
         client = await self._api()
