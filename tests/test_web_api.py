@@ -22,6 +22,11 @@ from tests.images import image_bytes
 from tests.system import System
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "imgpipe"
+PRESETS_FILE = """\
+[presets.banner]
+description = "Wide banner for the project page"
+pipeline = "resize:w=1200,h=300,fit=cover/format:webp"
+"""
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +34,10 @@ def upload(
     rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Only the upload service, shared by this module's tests (no runner: jobs stay queued)."""
-    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server,
-                    tmp_path_factory.mktemp("web-api"))
-    system.start("upload-server")
+    logs = tmp_path_factory.mktemp("web-api")
+    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server, logs)
+    (logs / "presets.toml").write_text(PRESETS_FILE)
+    system.start("upload-server", IMGPIPE_PRESETS=str(logs / "presets.toml"))
     try:
         asyncio.run(system.wait_ready("upload-server"))
         yield system.upload_url
@@ -79,6 +85,30 @@ async def test_presets_list_names_and_canonical_pipelines(upload: str) -> None:
     presets = {p["name"]: p["pipeline"] for p in body["presets"]}
     assert body["default"] == "thumbnail"
     assert presets["thumbnail"] == "resize:w=256,h=256/format:jpeg"
+    entries = {p["name"]: p for p in body["presets"]}
+    assert entries["banner"] == {"name": "banner", "description": "Wide banner for the project page",
+                                 "pipeline": "resize:w=1200,h=300,fit=cover/format:webp",
+                                 "builtin": False}
+    assert entries["thumbnail"]["builtin"] and entries["thumbnail"]["description"]
+
+
+async def test_uploads_and_validation_know_the_presets_file(upload: str) -> None:
+    status, body, _ = await call("GET", f"{upload}/pipelines/validate", params={"pipeline": "banner"})
+    assert status == 200 and body["canonical"] == "resize:w=1200,h=300,fit=cover/format:webp"
+    form = aiohttp.FormData()
+    form.add_field("file", image_bytes(64, 48, ".png"), filename="a.png")
+    form.add_field("pipeline", "banner")
+    status, body, _ = await call("POST", f"{upload}/upload", data=form)
+    assert status == 202 and body["jobs"][0]["pipelines"] == [
+        "resize:w=1200,h=300,fit=cover/format:webp"]
+
+
+async def test_favicon(upload: str) -> None:
+    status, body, headers = await call("GET", f"{upload}/favicon.ico")
+    assert status == 200 and headers["Content-Type"] == "image/x-icon"
+    assert body[:4] == b"\x00\x00\x01\x00"  # an ICO header
+    status, svg, headers = await call("GET", f"{upload}/static/favicon.svg")
+    assert status == 200 and headers["Content-Type"].startswith("image/svg")
 
 
 @pytest.mark.parametrize(

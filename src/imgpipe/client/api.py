@@ -26,7 +26,8 @@ class ApiError(Exception):
         self.status = status
 
 
-async def _raise_for(resp: aiohttp.ClientResponse) -> None:
+async def raise_for(resp: aiohttp.ClientResponse) -> None:
+    """:class:`ApiError` for a refusal (4xx/5xx), with the service's reason and message."""
     if resp.status < 400:
         return
     try:
@@ -49,9 +50,10 @@ class Client:
     """Upload images, read jobs, download outputs. Use as ``async with Client(url) as c``."""
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 300.0) -> None:
+        """``timeout``: seconds a request may take in all (0: no limit, for streams)."""
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._timeout = aiohttp.ClientTimeout(total=timeout or None, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -75,7 +77,7 @@ class Client:
     async def _get_json(self, path: str, **params: str) -> Any:
         try:
             async with self.session.get(self.base_url + path, params=params) as resp:
-                await _raise_for(resp)
+                await raise_for(resp)
                 return await resp.json()
         except aiohttp.ClientError as exc:
             raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
@@ -98,7 +100,7 @@ class Client:
             async with self.session.post(
                 f"{self.base_url}/upload", data=writer, params=params
             ) as resp:
-                await _raise_for(resp)
+                await raise_for(resp)
                 body = await resp.json()
         except aiohttp.ClientError as exc:
             raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
@@ -142,7 +144,7 @@ class Client:
         partial = target.with_name(target.name + ".part")
         try:
             async with self.session.get(self.base_url + url) as resp:
-                await _raise_for(resp)
+                await raise_for(resp)
                 with partial.open("wb") as handle:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         digest.update(chunk)

@@ -1,4 +1,4 @@
-"""The client's subcommands: ``imgpipe submit`` and ``imgpipe jobs``."""
+"""The client's subcommands: ``imgpipe submit``, ``imgpipe ingest`` and ``imgpipe jobs``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ def _submit(args: argparse.Namespace) -> int:
         out=args.out, timeout=args.timeout, parallel=args.parallel, console=console,
         token=_token(args),
     ))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from imgpipe.client.ingest import STOPPED, ingest
+
+    pipelines = [p for p in (args.preset, *(args.pipeline or [])) if p]
+    try:
+        return asyncio.run(ingest(args.source, url=_url(args), pipelines=pipelines,
+                                  restart=args.restart, console=Console(), token=_token(args)))
+    except KeyboardInterrupt:
+        print("stopped — run the same command again to resume")
+        return STOPPED
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -65,6 +77,24 @@ def add_client_commands(sub: Any) -> None:
     submit.add_argument("--parallel", type=int, default=4, choices=range(1, 33), metavar="N",
                         help="uploads at once (default 4)")
     submit.set_defaults(func=_submit)
+
+    ingest = sub.add_parser(
+        "ingest", help="Make jobs of images already in an S3 bucket, without uploading them.",
+        description="Ask the upload service to ingest s3://BUCKET/PREFIX (a bucket listed in "
+                    "its UPLOAD_INGEST_BUCKETS): each object is read once (sha256, size, format) "
+                    "and becomes one job whose provenance names its location. Objects already "
+                    "ingested are skipped; Ctrl-C stops, the same command resumes. Exit 0 when "
+                    "done, 1 when some objects failed, 2 when refused, 130 when stopped.")
+    ingest.add_argument("source", metavar="s3://BUCKET/PREFIX")
+    ingest.add_argument("--preset", metavar="NAME", help="a named pipeline, e.g. thumbnail")
+    ingest.add_argument("--pipeline", metavar="TEXT", action="append",
+                        help="a pipeline (repeat for several); default: the service's default")
+    ingest.add_argument("--restart", action="store_true",
+                        help="list from the beginning instead of resuming a stopped run "
+                             "(what was ingested is still skipped)")
+    ingest.add_argument("--url", help=url_help)
+    ingest.add_argument("--token", help=token_help)
+    ingest.set_defaults(func=_ingest)
 
     jobs = sub.add_parser("jobs", help="Print jobs' status and outputs.",
                           description="Print each job's status, input and outputs. "

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -177,7 +177,7 @@ class IngestRun:
 
     async def run(
         self, source: Source, pipelines: tuple[str, ...], *, restart: bool = False
-    ) -> AsyncIterator[Progress]:
+    ) -> AsyncGenerator[Progress, None]:
         """Yield progress every ``interval`` seconds and once at the end (``done``).
 
         Closing the iterator early (``contextlib.aclosing``; a ``break`` alone

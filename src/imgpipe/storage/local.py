@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -245,7 +245,7 @@ class LocalStore:
 
     async def iter_objects(
         self, bucket: str, prefix: str = "", *, start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
+    ) -> AsyncGenerator[ListedObject, None]:
         """Walk one directory at a time in S3's byte order: a file ``x`` sorts as ``x``, a
         directory ``x`` as ``x/``, since every key under it starts so."""
         _check_bucket(bucket)
@@ -267,7 +267,7 @@ class LocalStore:
                         found.append((key, False, stat.st_size, stat.st_mtime_ns))
             return sorted(found, key=lambda e: e[0].encode())
 
-        async def walk(directory: Path, rel: str) -> AsyncIterator[ListedObject]:
+        async def walk(directory: Path, rel: str) -> AsyncGenerator[ListedObject, None]:
             try:
                 listed = await asyncio.to_thread(entries, directory, rel)
             except OSError as exc:

@@ -9,7 +9,7 @@ and raise :class:`ObjectNotFound` for a key that is not there and
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,7 +90,7 @@ class ObjectStore(Protocol):
 
     def iter_objects(
         self, bucket: str, prefix: str = "", *, start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
+    ) -> AsyncGenerator[ListedObject, None]:
         """The objects under ``prefix`` after ``start_after``, in byte order of their keys,
         a page at a time (the listing is never held whole); :class:`ObjectNotFound` when
         the bucket does not exist."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -271,7 +271,7 @@ class S3Store:
 
     async def iter_objects(
         self, bucket: str, prefix: str = "", *, start_after: str = ""
-    ) -> AsyncIterator[ListedObject]:
+    ) -> AsyncGenerator[ListedObject, None]:
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after,
                                    PaginationConfig={"PageSize": LIST_PAGE})

@@ -19,7 +19,7 @@ from aiohttp import web
 from imgpipe.broker.protocol import Broker
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.credentials.signing import trust_anchors
-from imgpipe.domain.pipeline import BUILTIN_PRESETS
+from imgpipe.domain.pipeline import BUILTIN_PRESETS, Preset, all_presets
 from imgpipe.errors import ImgpipeError
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
@@ -68,7 +68,14 @@ class UploadContext:
     ) -> None:
         self.settings = settings
         self.backends = backends
-        self.presets = {**BUILTIN_PRESETS, **(presets or {})}
+        if presets is None:
+            user = settings.presets()  # the IMGPIPE_PRESETS file, validated at start
+            presets = {name: preset.pipeline for name, preset in user.items()}
+        else:
+            user = {name: Preset(name, spec) for name, spec in presets.items()}
+        self.presets = {**BUILTIN_PRESETS, **presets}
+        #: every preset with its description, for ``GET /presets`` and the page
+        self.preset_entries = all_presets(user)
         self.imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
         #: PEM of C2PA_TRUST_ANCHORS (read once at start): what Content Credentials are trusted
         self.anchors = trust_anchors(settings)

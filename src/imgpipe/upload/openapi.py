@@ -167,6 +167,27 @@ def _paths() -> dict[str, dict[str, Any]]:
                            "Content hash of an input or output image."), FORMAT_QUERY],
             tag="provenance",
         )},
+        "/ingest": {"post": _op(
+            "Jobs for images already in an allowed bucket", {
+                "200": {"description": "Progress of the run, one JSON object per line; the last "
+                        "has done: true, or an error.",
+                        "content": {"application/x-ndjson": {"schema": _ref("IngestProgress")}}},
+                **_errors("invalid_json", "invalid_source", "ingest_bucket_not_allowed",
+                          "bucket_not_found", "invalid_pipeline", "unknown_preset",
+                          "broker_unavailable", *UNAVAILABLE),
+            }, body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["source"], "properties": {
+                    "source": {"type": "string", "description": "s3://bucket/prefix"},
+                    "pipelines": {"type": "array", "items": {"type": "string"},
+                                  "description": "At most UPLOAD_MAX_PIPELINES (default 16)."},
+                    "restart": {"type": "boolean", "description":
+                                "List from the beginning instead of resuming a stopped run."},
+                }}}}},
+            tag="jobs",
+            description="Reads each object once (sha256, size, format) and queues one job per "
+                        "image; its provenance names the object's location. Objects already "
+                        "ingested (same key and content) are skipped; a stopped run resumes.",
+        )},
         "/presets": {"get": _op(
             "The named pipelines", {"200": _json(_ref("Presets"), "Presets by name.")},
             tag="pipelines",
@@ -194,6 +215,11 @@ def _paths() -> dict[str, dict[str, Any]]:
         },
         "/": {"get": _op("The web page: upload, follow jobs, see results", {"200": html}, tag="pages")},
         "/api": {"get": _op("This description as a readable page", {"200": html}, tag="pages")},
+        "/favicon.ico": {"get": _op(
+            "The page's icon",
+            {"200": {"description": "An ICO image.", "content": {"image/x-icon": {}}}},
+            tag="pages",
+        )},
         "/openapi.json": {"get": _op(
             "This description (OpenAPI 3.1)",
             {"200": {"description": "OpenAPI document.", "content": {"application/json": {}}}},
@@ -314,7 +340,19 @@ def _schemas() -> dict[str, Any]:
             "presets": {"type": "array", "items": {"type": "object", "properties": {
                 "name": {"type": "string"},
                 "pipeline": {"type": "string", "description": "Canonical pipeline text."},
+                "description": {"type": "string", "description": "What the preset is for."},
+                "builtin": {"type": "boolean",
+                            "description": "False for a preset of the IMGPIPE_PRESETS file."},
             }}},
+        }},
+        "IngestProgress": {"type": "object", "properties": {
+            "source": {"type": "string"},
+            **{name: {"type": "integer", "minimum": 0} for name in (
+                "listed", "queued", "skipped", "refused", "failed", "bytes_read")},
+            "elapsed": {"type": "number"},
+            "resumed_after": {"type": "string"}, "cursor": {"type": "string"},
+            "done": {"type": "boolean"},
+            "errors": {"type": "array", "items": {"type": "object"}},
         }},
         "Validation": {"type": "object", "properties": {
             "valid": {"const": True},
@@ -347,8 +385,8 @@ def _schemas() -> dict[str, Any]:
 
 
 #: Answered without a token even when UPLOAD_API_TOKENS is set (see upload/auth.py).
-PUBLIC = frozenset({"/", "/api", "/openapi.json", "/static/{path}", "/healthz", "/readyz",
-                    "/metrics"})
+PUBLIC = frozenset({"/", "/api", "/openapi.json", "/static/{path}", "/favicon.ico", "/healthz",
+                    "/readyz", "/metrics"})
 
 
 def _secured(path: str, op: dict[str, Any]) -> dict[str, Any]:

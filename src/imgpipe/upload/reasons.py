@@ -53,5 +53,9 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "provenance_unavailable": (503, "CouchDB is unreachable; retry later."),
     "provenance_refused": (503, "CouchDB refused to store a provenance record; retry later."),
     "backend_unavailable": (503, "A backend is unreachable; retry later."),
+    "invalid_source": (400, "The ingest source is not s3://bucket/prefix."),
+    "ingest_bucket_not_allowed": (403, "The bucket is not one of UPLOAD_INGEST_BUCKETS."),
+    "bucket_not_found": (404, "The bucket to ingest does not exist."),
+    "invalid_presets": (500, "Never answered: a bad IMGPIPE_PRESETS stops the service at start."),
     "internal_error": (500, "An unexpected failure; the service logs it."),
 }

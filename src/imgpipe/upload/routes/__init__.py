@@ -1,6 +1,7 @@
 """The upload service's routes, one module per resource.
 
 * ``uploads``: ``POST /upload``;
+* ``ingest``: ``POST /ingest`` (jobs for objects already in an allowed bucket);
 * ``jobs``: ``/jobs``, ``/jobs/{job_id}``, its outputs and its input;
 * ``provenance``: a job's PROV record, lineage by content hash, verification;
 * ``pages``: the page, its static files, presets, pipeline validation, the API description.

@@ -1,7 +1,8 @@
 """The page at ``/`` and what it uses beside the job API.
 
 * ``GET /`` and ``/static/...``: the page (plain HTML, CSS and JS shipped in the package);
-* ``GET /presets``: the named pipelines a user can pick;
+* ``GET /favicon.ico``: the icon browsers ask for;
+* ``GET /presets``: the named pipelines a user can pick, with descriptions;
 * ``GET|POST /pipelines/validate``: a pipeline's canonical form, or the refusal (400);
 * ``GET /openapi.json`` and ``GET /api``: the API description, as data and as a page.
 """
@@ -50,13 +51,18 @@ async def static_file(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path, headers=PAGE_HEADERS)
 
 
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The icon browsers ask for on their own (the page itself links the SVG one)."""
+    return web.FileResponse(STATIC_DIR / "favicon.ico", headers={
+        "Content-Type": "image/x-icon", "Cache-Control": "public, max-age=86400"})
+
+
 @routes.get("/presets")
 async def get_presets(request: web.Request) -> web.Response:
+    """Every preset a user can pick: name, canonical pipeline, description, built-in or not."""
     ctx = context_of(request)
-    presets = [
-        {"name": name, "pipeline": parse_pipeline(spec).canonical()}
-        for name, spec in sorted(ctx.presets.items())
-    ]
+    presets = [preset.to_json() for preset in ctx.preset_entries.values()]
     default = ctx.settings.upload_default_pipeline or DEFAULT_PIPELINE
     return web.json_response({"default": default, "presets": presets})
 

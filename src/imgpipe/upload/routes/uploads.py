@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-def _pipelines(specs: list[str], default: str) -> tuple[str, ...]:
+def _pipelines(specs: list[str], ctx: UploadContext) -> tuple[str, ...]:
     """The distinct pipelines asked for, canonical, in the order first asked."""
-    specs = [s for s in (s.strip() for s in specs) if s] or [default or DEFAULT_PIPELINE]
-    return tuple(dict.fromkeys(parse_pipeline(spec).canonical() for spec in specs))
+    default = ctx.settings.upload_default_pipeline or DEFAULT_PIPELINE
+    specs = [s for s in (s.strip() for s in specs) if s] or [default]
+    return tuple(dict.fromkeys(parse_pipeline(spec, ctx.presets).canonical() for spec in specs))
 
 
 async def _announce(
@@ -87,7 +88,7 @@ async def post_upload(request: web.Request) -> web.Response:
     if len(asked) > settings.upload_max_pipelines:
         raise TooManyPipelines(settings.upload_max_pipelines)
     for spec in asked:
-        parse_pipeline(spec)  # refuse a bad pipeline before reading any bytes
+        parse_pipeline(spec, ctx.presets)  # refuse a bad pipeline before reading any bytes
     await backends.broker.check()  # 503 before storing bytes that could not be queued
     intake = await read_upload(
         request, backends.store, bucket,
@@ -103,8 +104,7 @@ async def post_upload(request: web.Request) -> web.Response:
                 "No image received: send one or more form parts named 'file'.",
                 reason="missing_file",
             )
-        pipelines = _pipelines([*asked, *intake.fields.get("pipeline", [])],
-                               settings.upload_default_pipeline)
+        pipelines = _pipelines([*asked, *intake.fields.get("pipeline", [])], ctx)
         for received in intake.files:
             await _announce(request, ctx, received, pipelines)
             announced += 1
