@@ -65,7 +65,7 @@ async def _messages(broker: Broker, exchange: str, expected: int) -> list[dict[s
 
     consumer = await broker.consume(work_queue_name(exchange), handle, prefetch=50)
     try:
-        await asyncio.wait_for(enough.wait(), 60)
+        await asyncio.wait_for(enough.wait(), 120)
         await asyncio.sleep(0.5)  # anything beyond ``expected`` arrives too
     finally:
         await consumer.stop(5)

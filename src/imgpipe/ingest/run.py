@@ -192,12 +192,13 @@ class IngestRun:
 
         async def lister() -> None:
             seq = 0
-            async for obj in self.store.iter_objects(source.bucket, source.prefix,
-                                                     start_after=start):
-                cursor.listed(seq, obj.key)
-                progress.listed += 1
-                await queue.put((seq, obj))
-                seq += 1
+            listing = self.store.iter_objects(source.bucket, source.prefix, start_after=start)
+            async with contextlib.aclosing(listing):
+                async for obj in listing:
+                    cursor.listed(seq, obj.key)
+                    progress.listed += 1
+                    await queue.put((seq, obj))
+                    seq += 1
             for _ in range(self.parallel):
                 await queue.put(None)  # (a failed listing stops the run: no end marks needed)
 
