@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from imgpipe.ingest.run import ingest_job_id
-from imgpipe.runtime.backends import open_object_store
 from imgpipe.runtime.config import S3Settings
+from imgpipe.storage.open import open_object_store
 from tests.backend_sets import settings_of
 from tests.system import System, wait_for
 from tests.test_ingest import png
