@@ -27,8 +27,9 @@ import uuid
 import aio_pika
 
 from imgpipe.broker.policy import RetryPolicy
-from imgpipe.broker.protocol import Delivery, topology, work_queue_name
+from imgpipe.broker.protocol import Delivery
 from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import TransientError
 
 RETRY_DELAY = 0.05

@@ -18,11 +18,11 @@ from typing import Any
 import aio_pika
 import pytest
 
+from imgpipe.broker.open import open_broker
 from imgpipe.broker.policy import DEFAULT_DELAYS
 from imgpipe.broker.protocol import Broker, topology, work_queue_name
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import open_broker
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.storage.open import open_object_store

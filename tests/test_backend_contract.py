@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
-from imgpipe.broker.policy import ATTEMPT, ERROR, QUEUE, REASON, RetryPolicy
-from imgpipe.broker.protocol import Broker, Delivery, topology
+from imgpipe.broker.policy import ATTEMPT, ERROR, HISTORY, QUEUE, REASON, RetryPolicy
+from imgpipe.broker.protocol import Broker, Delivery
+from imgpipe.broker.topology import topology
+from imgpipe.cli import build_parser
+from imgpipe.dlq import run_dlq
 from imgpipe.errors import PermanentError, TransientError, Unavailable
 from imgpipe.provstore.protocol import ProvenanceStore
+from imgpipe.runtime.config import AmqpSettings
 from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
-from tests.backend_sets import TEST_DELAYS, extra_queue
+from tests.backend_sets import TEST_DELAYS, extra_queue, settings_of
 
 WAIT = 30.0
 
@@ -250,6 +256,65 @@ async def test_stopping_returns_unfinished_messages(
 
 async def test_check_passes_while_open(broker: Broker) -> None:
     await broker.check()
+
+
+async def _dlq(backend_env: dict[str, str], *argv: str) -> tuple[int, str]:
+    """``imgpipe dlq ARGV`` in this process (it shares an embedded broker's directory)."""
+    out = io.StringIO()
+    args = build_parser().parse_args(["dlq", *argv])
+    code = await run_dlq(args, settings_of(AmqpSettings, backend_env), out)
+    return code, out.getvalue()
+
+
+async def test_dead_letters_can_be_listed_shown_replayed_and_purged(
+    broker: Broker, backend_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    exchange = backend_env["AMQP_EXCHANGE_SUBSCRIBE"]
+    queue = await broker.declare_work_queue(exchange)
+    replayed = Inbox()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.headers.get("x-imgpipe-replays"):
+            await replayed(delivery)
+            return
+        raise PermanentError(f"cannot read {json.loads(delivery.body)['job_id']}",
+                             reason="undecodable")
+
+    for n in range(3):
+        await broker.publish(exchange, json.dumps({"job_id": f"job{n}", "kind": "uploaded"})
+                             .encode(), message_id=f"m{n}")
+    consumer = await broker.consume(queue, handler, prefetch=4)
+    dlq = topology(queue).dead_letter_queue
+    while await broker.queue_depth(dlq) != 3:
+        await asyncio.sleep(0.05)
+    assert await broker.queue_depth(f"{queue}-none") is None
+
+    code, text = await _dlq(backend_env, "list", "--exchange", exchange)
+    assert (code, text) == (0, f"{exchange}: 3 dead-lettered in {dlq}, 0 waiting in {queue}\n")
+    code, text = await _dlq(backend_env, "show", "--exchange", exchange, "--json")
+    letters = json.loads(text)
+    assert [letter["job_id"] for letter in letters] == ["job0", "job1", "job2"]
+    assert {letter["reason"] for letter in letters} == {"undecodable"}
+    assert "cannot read job1" in letters[1]["error"]
+    assert await broker.queue_depth(dlq) == 3  # showing takes nothing
+    code, text = await _dlq(backend_env, "show", "--exchange", exchange)
+    assert "undecodable: cannot read job0" in text
+
+    code, text = await _dlq(backend_env, "replay", "--exchange", exchange, "--id", "job1")
+    assert code == 0 and "replayed 1 message" in text
+    [back] = await replayed.wait_for(1)
+    assert json.loads(back.body)["job_id"] == "job1" and back.attempt == 1
+    assert json.loads(back.headers[HISTORY])[0]["reason"] == "undecodable"
+    await consumer.stop(grace=5)
+    assert [d.job_id for d in await broker.dead_letters(queue, 10)] == ["job0", "job2"]
+
+    code, _ = await _dlq(backend_env, "purge", "--exchange", exchange)
+    assert code == 2 and "2 message" in capsys.readouterr().err
+    code, text = await _dlq(backend_env, "purge", "--exchange", exchange, "--yes")
+    assert code == 0 and "purged 2" in text
+    assert await broker.dead_letters(queue, 10) == []
+    code, _ = await _dlq(backend_env, "show", "--exchange", f"{exchange}-none")
+    assert code == 1 and "no dead-letter queue" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- object store

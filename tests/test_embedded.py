@@ -4,6 +4,7 @@ process, one owner per broker directory, a browsable object layout."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,13 @@ import pytest
 
 from imgpipe.broker.embedded import EmbeddedBroker
 from imgpipe.broker.embedded_queues import topic_matches
+from imgpipe.broker.open import open_broker
 from imgpipe.broker.policy import REASON, RetryPolicy
 from imgpipe.broker.protocol import Delivery
 from imgpipe.errors import ConfigError, InvalidInput, PermanentError, TransientError
 from imgpipe.provstore.mango import InvalidSelector, matches, sort_docs
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.sqlite import SqliteProvenanceStore
-from imgpipe.runtime.backends import open_broker
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
 from imgpipe.runtime.fileurl import embedded_path, embedded_url
 from imgpipe.storage.local import LocalStore
@@ -71,7 +72,22 @@ async def test_dead_letters_are_kept_and_not_redelivered(tmp_path: Path) -> None
 
     broker = await _broker(tmp_path)
     assert broker.counts(queue) == {"ready": 0, "unacked": 0, "dead": 1}
+    refused = await asyncio.to_thread(_dlq, tmp_path, "list", "--exchange", "uploaded")
+    assert refused.returncode == 1 and "in use by another process" in refused.stderr
     await broker.close()
+
+    listed = await asyncio.to_thread(_dlq, tmp_path, "list", "--exchange", "uploaded")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("uploaded: 1 dead-lettered in imgpipe.uploaded.dlq")
+    shown = await asyncio.to_thread(_dlq, tmp_path, "show", "--exchange", "uploaded")
+    assert "not_an_image: not an image" in shown.stdout
+
+
+def _dlq(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``imgpipe dlq ARGS`` in another process, on the embedded broker in ``directory``."""
+    return subprocess.run([sys.executable, "-m", "imgpipe.cli", "dlq", *args], check=False,
+                          env=os.environ | {"AMQP_URL": embedded_url(directory)},
+                          capture_output=True, text=True, timeout=60)
 
 
 async def test_a_retry_waiting_at_a_restart_keeps_its_attempt(tmp_path: Path) -> None:

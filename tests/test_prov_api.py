@@ -16,12 +16,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prov.model import ProvDocument
 
+from imgpipe.broker.open import new_broker
 from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ProvenanceEvent, new_id
 from imgpipe.domain.lineage import lineage
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.app import create_app

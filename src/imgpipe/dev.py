@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imgpipe.broker.open import open_broker
 from imgpipe.broker.protocol import Broker
 from imgpipe.errors import ConfigError, ImgpipeError
-from imgpipe.runtime.backends import open_broker
 from imgpipe.runtime.config import (
     ImageprocSettings,
     ProvenanceSettings,

@@ -1,5 +1,9 @@
 """`imgpipe dlq list|show|replay|purge`: a person's view of the dead-letter queues.
 
+It works through the :class:`~imgpipe.broker.protocol.Broker` protocol, so on
+RabbitMQ as on the embedded broker of ``imgpipe dev`` (``AMQP_URL=file:///dir``;
+one process owns that directory, so stop ``imgpipe dev`` first).
+
 A stage is named by the exchange it consumes (``AMQP_EXCHANGE_SUBSCRIBE``,
 ``AMQP_EXCHANGE_PROV``, ...); its dead-letter queue is ``imgpipe.<exchange>.dlq``.
 ``show`` looks without taking anything; ``replay`` sends messages back to their
@@ -13,147 +17,13 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TextIO
 
-import aio_pika
-import aio_pika.abc
-import aiormq.exceptions
-
-from imgpipe.broker.policy import (
-    DEAD_LETTERED_AT,
-    ERROR,
-    REASON,
-    attempt_of,
-    history_of,
-    replay_headers,
-    replays_of,
-)
-from imgpipe.broker.protocol import topology, work_queue_name
+from imgpipe.broker.open import new_broker
+from imgpipe.broker.protocol import Broker, DeadLetter
+from imgpipe.broker.topology import topology, work_queue_name
+from imgpipe.errors import ImgpipeError
 from imgpipe.runtime.config import AmqpSettings, load
-from imgpipe.runtime.logs import redact
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One message of a dead-letter queue, as a person reads it."""
-
-    message_id: str | None
-    job_id: str | None
-    kind: str | None
-    reason: str
-    error: str
-    attempts: int
-    replays: int
-    dead_lettered_at: str
-    history: list[dict[str, Any]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
-
-
-def describe(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
-    headers = dict(message.headers or {})
-    try:
-        body = json.loads(message.body)
-    except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    reason = _text(headers.get(REASON))
-    if not reason and headers.get("x-death"):
-        reason = "rejected"
-    return DeadLetter(
-        message_id=message.message_id,
-        job_id=body.get("job_id"),
-        kind=body.get("kind"),
-        reason=reason or "unknown",
-        error=redact(_text(headers.get(ERROR))),
-        attempts=attempt_of(headers),
-        replays=replays_of(headers),
-        dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT)),
-        history=history_of(headers),
-    )
-
-
-class DeadLetters:
-    """Operations on the dead-letter queue of one stage."""
-
-    def __init__(self, connection: aio_pika.abc.AbstractConnection, exchange: str) -> None:
-        self.connection = connection
-        self.queue = work_queue_name(exchange)
-        self.dlq = topology(self.queue).dead_letter_queue
-
-    async def depth(self, name: str) -> int | None:
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            return int(queue.declaration_result.message_count or 0)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-
-    async def _take(
-        self, channel: aio_pika.abc.AbstractChannel, limit: int
-    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-        queue = await channel.declare_queue(self.dlq, passive=True)
-        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
-        while len(taken) < limit:
-            message = await queue.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            taken.append(message)
-        return taken
-
-    async def show(self, limit: int) -> list[DeadLetter]:
-        """Up to ``limit`` messages, oldest first; all stay in the queue."""
-        channel = await self.connection.channel()
-        try:
-            taken = await self._take(channel, limit)
-            return [describe(m) for m in taken]
-        finally:
-            await channel.close()  # unacked messages go back, in order
-
-    async def replay(self, limit: int, ids: Sequence[str] = ()) -> list[DeadLetter]:
-        """Send messages back to the work queue; with ``ids``, only those message or job ids."""
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        replayed: list[DeadLetter] = []
-        try:
-            for message in await self._take(channel, limit if not ids else 1_000_000):
-                letter = describe(message)
-                if ids and letter.message_id not in ids and letter.job_id not in ids:
-                    continue
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        message.body, message_id=message.message_id,
-                        content_type=message.content_type or "application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        headers=replay_headers(dict(message.headers or {})),
-                    ),
-                    routing_key=self.queue, mandatory=True,
-                )
-                await message.ack()
-                replayed.append(letter)
-                if len(replayed) >= limit:
-                    break
-        finally:
-            await channel.close()
-        return replayed
-
-    async def purge(self) -> int:
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(self.dlq, passive=True)
-            result = await queue.purge()
-            return int(result.message_count or 0)
-        finally:
-            await channel.close()
 
 
 def _print_letters(letters: list[DeadLetter], as_json: bool, out: TextIO) -> None:
@@ -170,49 +40,58 @@ def _print_letters(letters: list[DeadLetter], as_json: bool, out: TextIO) -> Non
                       f"{old.get('reason')}: {old.get('error')}\n" for old in letter.history)
 
 
+async def _run(args: argparse.Namespace, broker: Broker, exchanges: list[str],
+               out: TextIO) -> int:
+    code = 0
+    for exchange in exchanges:
+        queue = work_queue_name(exchange)
+        dlq = topology(queue).dead_letter_queue
+        dead = await broker.queue_depth(dlq)
+        if args.action == "list":
+            if dead is None:
+                out.write(f"{exchange}: no dead-letter queue ({dlq})\n")
+                code = 1
+            else:
+                work = await broker.queue_depth(queue)
+                out.write(f"{exchange}: {dead} dead-lettered in {dlq}, "
+                          f"{work if work is not None else '?'} waiting in {queue}\n")
+            continue
+        if dead is None:
+            print(f"imgpipe dlq: no dead-letter queue {dlq}", file=sys.stderr)
+            return 1
+        if args.action == "show":
+            _print_letters(await broker.dead_letters(queue, args.limit), args.json, out)
+        elif args.action == "replay":
+            replayed = await broker.replay_dead_letters(queue, args.limit, args.id or ())
+            if args.json:
+                _print_letters(replayed, True, out)
+            else:
+                out.write(f"{exchange}: replayed {len(replayed)} message(s) to {queue}\n")
+        elif args.action == "purge":
+            if not args.yes:
+                print(f"imgpipe dlq: purge would delete {dead} message(s) from "
+                      f"{dlq}; add --yes to do it", file=sys.stderr)
+                return 2
+            out.write(f"{exchange}: purged {await broker.purge_dead_letters(queue)} message(s)\n")
+    return code
+
+
 async def run_dlq(args: argparse.Namespace, settings: AmqpSettings, out: TextIO) -> int:
+    """Carry out ``imgpipe dlq ACTION`` on the broker ``AMQP_URL`` names (RabbitMQ or embedded)."""
     exchanges = args.exchange or (
         [settings.amqp_exchange_subscribe, settings.amqp_exchange_prov]
         if args.action == "list" else [settings.amqp_exchange_subscribe]
     )
+    broker = new_broker(settings, name="imgpipe-dlq")
     try:
-        connection = await aio_pika.connect(settings.broker_url(), timeout=10)
-    except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-        print(f"imgpipe dlq: RabbitMQ is unreachable: {type(exc).__name__}", file=sys.stderr)
+        await broker.connect()
+    except ImgpipeError as exc:
+        print(f"imgpipe dlq: {exc.message}", file=sys.stderr)
         return 1
-    async with connection:
-        code = 0
-        for exchange in exchanges:
-            letters = DeadLetters(connection, exchange)
-            if args.action == "list":
-                work, dead = await letters.depth(letters.queue), await letters.depth(letters.dlq)
-                if dead is None:
-                    out.write(f"{exchange}: no dead-letter queue ({letters.dlq})\n")
-                    code = 1
-                else:
-                    out.write(f"{exchange}: {dead} dead-lettered in {letters.dlq}, "
-                              f"{work if work is not None else '?'} waiting in {letters.queue}\n")
-                continue
-            if await letters.depth(letters.dlq) is None:
-                print(f"imgpipe dlq: no dead-letter queue {letters.dlq}", file=sys.stderr)
-                return 1
-            if args.action == "show":
-                _print_letters(await letters.show(args.limit), args.json, out)
-            elif args.action == "replay":
-                replayed = await letters.replay(args.limit, args.id or ())
-                if args.json:
-                    _print_letters(replayed, True, out)
-                else:
-                    out.write(f"{exchange}: replayed {len(replayed)} message(s) "
-                              f"to {letters.queue}\n")
-            elif args.action == "purge":
-                if not args.yes:
-                    count = await letters.depth(letters.dlq)
-                    print(f"imgpipe dlq: purge would delete {count} message(s) from "
-                          f"{letters.dlq}; add --yes to do it", file=sys.stderr)
-                    return 2
-                out.write(f"{exchange}: purged {await letters.purge()} message(s)\n")
-        return code
+    try:
+        return await _run(args, broker, exchanges, out)
+    finally:
+        await broker.close()
 
 
 def add_parser(sub: Any) -> None:

@@ -8,18 +8,18 @@ on holds as with RabbitMQ:
 * ``publish`` returns once the message is in the journal on disk (the
   confirm); ``mandatory`` publishes that no queue would receive raise;
 * a message stays in the journal until its handler returns (ack); what
-  becomes of it otherwise is :func:`imgpipe.broker.policy.decide`'s answer,
-  as with RabbitMQ: hold it while a backend is unavailable, retry it after
-  the policy's delay with its attempt number raised, or move it to the
-  stage's dead-letter queue (``imgpipe.E.dlq``) with the ``x-imgpipe-*``
-  headers saying why;
+  becomes of it otherwise is decided by the consumer loop all brokers share
+  (:mod:`imgpipe.broker.consumer`): a retry waits in memory for its delay
+  (in the journal with its raised attempt number), a dead letter moves to
+  the stage's dead-letter queue (``imgpipe.E.dlq``);
 * ``prefetch`` bounds the handlers running at once per consumer; stopping a
   consumer returns the messages it had not finished;
 * messages not acked when the process stops are delivered again, marked
   redelivered, when the broker opens the same directory again.
 
 One process owns a broker directory at a time (a lock file says so); the
-services of that process share it through :func:`open_core`.
+services of that process share it through :func:`open_core`. ``imgpipe dlq``
+therefore works on an embedded broker whose ``imgpipe dev`` is stopped.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from imgpipe.broker.consumer import RETRY_DELAY, ConsumerLoop
 from imgpipe.broker.embedded_queues import (
     BrokerCore,
     MessageQueue,
@@ -39,43 +39,64 @@ from imgpipe.broker.embedded_queues import (
     open_core,
     release_core,
 )
-from imgpipe.broker.policy import (
-    Action,
-    Decision,
-    RetryPolicy,
-    attempt_of,
-    decide,
-)
-from imgpipe.broker.protocol import (
-    HANDLING,
-    MESSAGES,
-    RETRY_DELAY,
-    Consumer,
-    Delivery,
-    Handler,
-    job_of,
-    topology,
-    work_queue_name,
-)
+from imgpipe.broker.policy import RetryPolicy
+from imgpipe.broker.protocol import Consumer, DeadLetter, Handler
+from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import Unavailable
-from imgpipe.runtime.logs import job_context
 
 log = logging.getLogger(__name__)
 
-class _EmbeddedConsumer:
-    def __init__(self, core: BrokerCore, queue: MessageQueue, handler: Handler, prefetch: int,
-                 policy: RetryPolicy) -> None:
+class _StoredDelivery:
+    """A :class:`~imgpipe.broker.consumer.Received` of the embedded broker: settling it
+    rewrites its row in the journal; one that cannot be settled is delivered again."""
+
+    def __init__(self, core: BrokerCore, queue: MessageQueue, message: StoredMessage) -> None:
         self._core = core
         self._queue = queue
-        self._handler = handler
-        self._policy = policy
+        self._message = message
+        self.body = message.body
+        self.message_id = message.message_id
+        self.redelivered = message.deliveries > 1
+        self.headers: Mapping[str, Any] = dict(message.headers)
+
+    def settleable(self) -> bool:
+        return True
+
+    async def ack(self) -> bool:
+        return await self._settled(self._core.ack(self._message))
+
+    async def requeue(self) -> None:
+        self._queue.put(self._message, front=True)
+
+    async def retry(self, headers: dict[str, Any], delay: float) -> bool:
+        return await self._settled(self._core.move(self._message, self._queue.name, headers,
+                                                   delay=delay))
+
+    async def dead_letter(self, headers: dict[str, Any]) -> bool:
+        dead = topology(self._queue.name).dead_letter_queue
+        return await self._settled(self._core.move(self._message, dead, headers))
+
+    async def _settled(self, settling: Awaitable[None]) -> bool:
+        try:
+            await settling
+            return True
+        except Exception:
+            log.exception("message could not be settled; it will be delivered again")
+            self._core.requeue_later(self._message, RETRY_DELAY)
+            return False
+
+
+class _EmbeddedConsumer(ConsumerLoop):
+    def __init__(self, core: BrokerCore, queue: MessageQueue, handler: Handler, prefetch: int,
+                 policy: RetryPolicy) -> None:
+        super().__init__(queue.name, handler, policy)
+        self._core = core
+        self._queue = queue
         self._slots = asyncio.Semaphore(prefetch)
-        self._inflight: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     def start(self) -> None:
-        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"consume-{self._queue.name}")
+        self._dispatcher = asyncio.create_task(self._dispatch(), name=f"consume-{self.queue}")
 
     async def _dispatch(self) -> None:
         while True:
@@ -85,92 +106,30 @@ class _EmbeddedConsumer:
             except BaseException:
                 self._slots.release()
                 raise
-            task = asyncio.create_task(self._process(message))
+            task = asyncio.create_task(self._deliver(message))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _process(self, message: StoredMessage) -> None:
-        name = self._queue.name
+    async def _deliver(self, message: StoredMessage) -> None:
         try:
-            with job_context(job_of(message.body) or ""):
+            try:
                 await self._core.delivered(message)
-                decision, attempt = await self._handle(message)
-                if decision is None:
-                    self._queue.put(message, front=True)
-                    MESSAGES.labels(name, "returned").inc()
-                    return
-                self._log(message, decision, attempt)
-                await self._core.settle(message, decision, attempt)
-                MESSAGES.labels(name, _OUTCOMES[decision.action]).inc()
-        except asyncio.CancelledError:
-            self._queue.put(message, front=True)
-            MESSAGES.labels(name, "returned").inc()
-            raise
-        except Exception:
-            log.exception("message could not be settled; it will be delivered again")
-            self._core.requeue_later(message, RETRY_DELAY)
+            except asyncio.CancelledError:
+                self._queue.put(message, front=True)
+                raise
+            except Exception:
+                log.exception("message could not be delivered; it will be delivered again")
+                self._core.requeue_later(message, RETRY_DELAY)
+                return
+            await self.process(_StoredDelivery(self._core, self._queue, message))
         finally:
             self._slots.release()
 
-    async def _handle(self, message: StoredMessage) -> tuple[Decision | None, int]:
-        """Run the handler (again while a backend is unavailable); None: stopped while held."""
-        attempt = attempt_of(message.headers)
-        delivery = Delivery(
-            body=message.body,
-            message_id=message.message_id,
-            redelivered=message.deliveries > 1,
-            headers=dict(message.headers),
-            attempt=attempt,
-            max_attempts=self._policy.max_attempts,
-        )
-        holds = 0
-        while True:
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                await self._handler(delivery)
-            except Exception as exc:  # noqa: BLE001 - the decision below handles it
-                error = exc
-            HANDLING.labels(self._queue.name).observe(time.perf_counter() - started)
-            decision = decide(error, attempt, self._policy, holds=holds)
-            if decision.action is not Action.HOLD:
-                return decision, attempt
-            MESSAGES.labels(self._queue.name, "held").inc()
-            log.warning("backend unavailable, holding the message for %.1fs: %s",
-                        decision.delay, decision.message,
-                        extra={"reason": decision.reason, "message_id": message.message_id})
-            try:
-                await asyncio.wait_for(self._stopping.wait(), decision.delay)
-            except TimeoutError:
-                holds += 1
-                continue
-            return None, attempt
-
-    def _log(self, message: StoredMessage, decision: Decision, attempt: int) -> None:
-        extra = {"message_id": message.message_id, "attempt": attempt, "reason": decision.reason}
-        if decision.action is Action.RETRY:
-            log.warning("attempt %d failed, retrying in %.1fs: %s", attempt, decision.delay,
-                        decision.message, extra=extra)
-        elif decision.action is Action.DEAD_LETTER:
-            log.error("message dead-lettered to %s: %s",
-                      topology(self._queue.name).dead_letter_queue, decision.message, extra=extra)
-
-    async def stop(self, grace: float) -> None:
-        """Stop taking messages; after ``grace`` seconds, return unfinished ones."""
-        self._stopping.set()
+    async def stop_taking(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
             self._dispatcher = None
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-
-
-_OUTCOMES = {Action.ACK: "acked", Action.RETRY: "retried", Action.DEAD_LETTER: "dead_lettered"}
 
 
 class EmbeddedBroker:
@@ -258,6 +217,36 @@ class EmbeddedBroker:
                 q = queues.get(name)
                 depths[name] = len(q.ready) + len(q.unacked) if q else 0
         return depths
+
+    async def queue_depth(self, queue: str) -> int | None:
+        q = self._open_core().queues.get(queue)
+        return len(q.ready) + len(q.unacked) if q else None
+
+    def _dead(self, queue: str) -> MessageQueue:
+        dead = self._open_core().queues.get(topology(queue).dead_letter_queue)
+        if dead is None:
+            raise Unavailable(f"no dead-letter queue {topology(queue).dead_letter_queue}",
+                              reason="no_such_queue")
+        return dead
+
+    @staticmethod
+    def _letter(message: StoredMessage) -> DeadLetter:
+        return DeadLetter.of(message.body, message.message_id, message.headers)
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        return [self._letter(m) for m in list(self._dead(queue).ready)[:limit]]
+
+    async def replay_dead_letters(
+        self, queue: str, limit: int, ids: Sequence[str] = ()
+    ) -> list[DeadLetter]:
+        core, dead = self._open_core(), self._dead(queue)
+        chosen = [m for m in dead.ready if self._letter(m).chosen(ids)][:limit]
+        letters = [self._letter(m) for m in chosen]
+        await core.replay(dead, chosen, queue)
+        return letters
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        return await self._open_core().purge(self._dead(queue))
 
     async def check(self) -> None:
         self._open_core()

@@ -22,15 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imgpipe.broker.journal import Journal, Statement
-from imgpipe.broker.policy import (
-    Action,
-    Decision,
-    dead_letter_headers,
-    retry_headers,
-)
-from imgpipe.broker.protocol import (
-    topology,
-)
+from imgpipe.broker.policy import replay_headers
 from imgpipe.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
@@ -216,31 +208,49 @@ class BrokerCore:
             [("UPDATE messages SET deliveries = ? WHERE seq = ?", (message.deliveries, message.seq))]
         )
 
-    async def settle(self, message: StoredMessage, decision: Decision, attempt: int) -> None:
-        """Apply ``decision`` to ``message`` once its handler has finished."""
-        queue = self.queues[message.queue]
-        if decision.action is Action.ACK:
-            await asyncio.shield(self.journal.write(
-                [("DELETE FROM messages WHERE seq = ?", (message.seq,))]))
-            queue.unacked.pop(message.seq, None)
-            return
-        if decision.action is Action.RETRY:
-            headers = retry_headers(message.headers, attempt + 1, decision)
-            target = queue
-        else:
-            headers = dead_letter_headers(message.headers, attempt, queue.name, decision)
-            target = await self.declare_queue(topology(queue.name).dead_letter_queue)
+    async def ack(self, message: StoredMessage) -> None:
+        """Forget a message whose handler has finished."""
+        await asyncio.shield(self.journal.write(
+            [("DELETE FROM messages WHERE seq = ?", (message.seq,))]))
+        self.queues[message.queue].unacked.pop(message.seq, None)
+
+    async def move(self, message: StoredMessage, target: str, headers: dict[str, Any], *,
+                   delay: float | None = None) -> None:
+        """Move a message being handled to ``target`` with ``headers``; with ``delay``,
+        it becomes ready there only after that many seconds."""
+        source = self.queues[message.queue]
+        queue = await self.declare_queue(target)
         await asyncio.shield(self.journal.write([(
             "UPDATE messages SET queue = ?, headers = ?, deliveries = 0 WHERE seq = ?",
-            (target.name, json.dumps(headers, default=str), message.seq),
+            (target, json.dumps(headers, default=str), message.seq),
         )]))
-        queue.unacked.pop(message.seq, None)
-        message.queue, message.headers, message.deliveries = target.name, headers, 0
-        if decision.action is Action.RETRY:
-            target.unacked[message.seq] = message
-            self.requeue_later(message, decision.delay)
+        source.unacked.pop(message.seq, None)
+        message.queue, message.headers, message.deliveries = target, headers, 0
+        if delay is None:
+            queue.put(message)
         else:
-            target.put(message)
+            queue.unacked[message.seq] = message
+            self.requeue_later(message, delay)
+
+    async def replay(self, dead: MessageQueue, messages: list[StoredMessage], target: str) -> None:
+        """Send ready ``messages`` of dead-letter queue ``dead`` back to ``target``."""
+        for message in messages:
+            dead.ready.remove(message)
+            dead.unacked[message.seq] = message
+            try:
+                await self.move(message, target, replay_headers(message.headers))
+            except BaseException:
+                dead.put(message, front=True)
+                raise
+
+    async def purge(self, queue: MessageQueue) -> int:
+        """Delete the ready messages of ``queue``; how many."""
+        doomed = {m.seq for m in queue.ready}
+        if doomed:
+            await self.journal.write([("DELETE FROM messages WHERE seq = ?", (seq,))
+                                      for seq in sorted(doomed)])
+            queue.ready = deque(m for m in queue.ready if m.seq not in doomed)
+        return len(doomed)
 
     def requeue_later(self, message: StoredMessage, delay: float) -> None:
         def ready() -> None:

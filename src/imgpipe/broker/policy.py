@@ -44,7 +44,6 @@ class Action(enum.Enum):
     HOLD = "hold"
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
-    REJECT = "dead_letter"  # noqa: PIE796 - the older name of DEAD_LETTER
 
 
 @dataclass(frozen=True)

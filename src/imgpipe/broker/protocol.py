@@ -1,79 +1,42 @@
-"""Messaging: the broker protocol services depend on, its topology and metrics.
+"""The broker protocol services depend on, and what it hands them.
 
-Services depend on the :class:`Broker` protocol; :class:`~imgpipe.broker.rabbitmq.AmqpBroker`
-is the RabbitMQ implementation and
-:class:`~imgpipe.broker.embedded.EmbeddedBroker` the in-process one. Delivery rules (DESIGN.md, "Delivery guarantees"):
+Services depend on :class:`Broker`; :class:`~imgpipe.broker.rabbitmq.AmqpBroker`
+is the RabbitMQ implementation and :class:`~imgpipe.broker.embedded.EmbeddedBroker`
+the in-process one, and :func:`imgpipe.broker.open.open_broker` chooses between
+them from ``AMQP_URL``. Delivery rules (docs/delivery.md):
 
 * exchanges and queues are durable; messages are persistent;
 * publishing waits for the broker's confirm; ``mandatory`` publishes that no
   queue would receive raise instead of vanishing; a publish that is not
   confirmed is tried again until a deadline, then reported, never assumed;
 * what happens to a message after its handler ran is decided by
-  :func:`imgpipe.broker.policy.decide`: ack, hold (backend unreachable),
-  retry through a delayed-retry queue, or dead-letter.
+  :func:`imgpipe.broker.policy.decide` and carried out by the one consumer
+  loop of :mod:`imgpipe.broker.consumer`: ack, hold (backend unreachable),
+  retry after a delay, or dead-letter;
+* a stage's dead-letter queue can be looked at, replayed and purged through
+  the broker (``imgpipe dlq``), whichever broker it is.
 
-Topology of a stage whose events arrive on exchange ``E`` (names from
-:func:`topology`): the work queue ``imgpipe.E`` bound to ``E`` with ``#``
-and dead-lettering to the fanout exchange ``imgpipe.E.dlx``, which feeds the
-dead-letter queue ``imgpipe.E.dlq``; one retry queue per back-off delay,
-``imgpipe.E.retry.<ms>ms``, whose messages expire after that delay back into
-the work queue.
+Queue names come from :mod:`imgpipe.broker.topology`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram
-
 from imgpipe.broker.policy import (
+    DEAD_LETTERED_AT,
     DEFAULT_DELAYS,
-    Action,
+    ERROR,
+    REASON,
     RetryPolicy,
+    attempt_of,
+    history_of,
+    replays_of,
 )
-from imgpipe.errors import PermanentError
-
-log = logging.getLogger(__name__)
-
-RETRY_DELAY = 1.0
-
-MESSAGES = Counter("imgpipe_messages", "Messages handled, by queue and outcome",
-                   ["queue", "outcome"])
-HANDLING = Histogram("imgpipe_message_handling_seconds", "Time a handler took per delivery",
-                     ["queue"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-QUEUE_DEPTH = Gauge("imgpipe_queue_messages", "Messages waiting in a queue (refreshed on scrape)",
-                    ["queue"])
-
-
-def work_queue_name(exchange: str) -> str:
-    """The durable queue that holds a stage's work, named after its exchange."""
-    return f"imgpipe.{exchange}"
-
-
-@dataclass(frozen=True)
-class Topology:
-    """The names of a work queue's companions."""
-
-    queue: str
-
-    @property
-    def dead_letter_exchange(self) -> str:
-        return f"{self.queue}.dlx"
-
-    @property
-    def dead_letter_queue(self) -> str:
-        return f"{self.queue}.dlq"
-
-    def retry_queue(self, delay: float) -> str:
-        return f"{self.queue}.retry.{round(delay * 1000)}ms"
-
-
-def topology(queue: str) -> Topology:
-    return Topology(queue)
+from imgpipe.runtime.logs import redact
 
 
 @dataclass(frozen=True)
@@ -93,19 +56,66 @@ class Delivery:
         return self.attempt >= self.max_attempts
 
 
-Outcome = Action
-"""The older name of :class:`~imgpipe.broker.policy.Action`."""
-
-
-def outcome_of(exc: BaseException | None) -> Action:
-    if exc is None:
-        return Action.ACK
-    if isinstance(exc, PermanentError):
-        return Action.DEAD_LETTER
-    return Action.RETRY
-
-
 Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def job_of(body: bytes) -> str | None:
+    """The ``job_id`` of a JSON message body, when it has one (for log lines)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    job = value.get("job_id") if isinstance(value, dict) else None
+    return job if isinstance(job, str) else None
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message of a dead-letter queue, as a person reads it."""
+
+    message_id: str | None
+    job_id: str | None
+    kind: str | None
+    reason: str
+    error: str
+    attempts: int
+    replays: int
+    dead_lettered_at: str
+    history: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, body: bytes, message_id: str | None, headers: Mapping[str, Any]) -> DeadLetter:
+        """Read a dead-lettered message's body and ``x-imgpipe-*`` headers."""
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = {}
+        value = value if isinstance(value, dict) else {}
+        reason = _text(headers.get(REASON))
+        if not reason and headers.get("x-death"):
+            reason = "rejected"  # dead-lettered by RabbitMQ itself, not by a consumer
+        return cls(
+            message_id=message_id,
+            job_id=value.get("job_id"),
+            kind=value.get("kind"),
+            reason=reason or "unknown",
+            error=redact(_text(headers.get(ERROR))),
+            attempts=attempt_of(headers),
+            replays=replays_of(headers),
+            dead_lettered_at=_text(headers.get(DEAD_LETTERED_AT)),
+            history=history_of(headers),
+        )
+
+    def chosen(self, ids: Sequence[str]) -> bool:
+        """Whether ``ids`` (message or job ids; none: all) name this message."""
+        return not ids or self.message_id in ids or self.job_id in ids
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 class Consumer(Protocol):
@@ -114,7 +124,7 @@ class Consumer(Protocol):
 
 
 class Broker(Protocol):
-    """What services need of a message broker."""
+    """What services (and ``imgpipe dlq``) need of a message broker."""
 
     async def connect(self) -> None:
         """Connect once; raise :class:`Unavailable` when the broker cannot be reached."""
@@ -143,22 +153,26 @@ class Broker(Protocol):
         """Messages waiting in each work and dead-letter queue this broker declared."""
         ...
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages in ``queue`` (ready or being handled); None when it does not exist."""
+        ...
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        """Up to ``limit`` messages of work queue ``queue``'s dead-letter queue, oldest
+        first; they all stay there."""
+        ...
+
+    async def replay_dead_letters(
+        self, queue: str, limit: int, ids: Sequence[str] = ()
+    ) -> list[DeadLetter]:
+        """Send up to ``limit`` dead letters (with ``ids``, only those message or job ids)
+        back to work queue ``queue`` with a fresh attempt count and their history."""
+        ...
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Delete the messages of work queue ``queue``'s dead-letter queue; how many."""
+        ...
+
     async def check(self) -> None: ...
 
     async def close(self) -> None: ...
-
-
-def job_of(body: bytes) -> str | None:
-    """The ``job_id`` of a JSON message body, when it has one (for log lines)."""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    job = value.get("job_id") if isinstance(value, dict) else None
-    return job if isinstance(job, str) else None
-
-
-async def refresh_queue_depths(broker: Broker) -> None:
-    """Set the queue-depth gauge from the broker (called on each /metrics scrape)."""
-    for name, depth in (await broker.queue_depths()).items():
-        QUEUE_DEPTH.labels(name).set(depth)

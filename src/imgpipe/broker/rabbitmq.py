@@ -2,15 +2,16 @@
 
 Robust connections, confirmed ``mandatory`` publishing re-sent until a
 deadline, and consumers whose outcome :func:`imgpipe.broker.policy.decide`
-settles; the topology is described in :mod:`imgpipe.broker.protocol`.
+settles (the loop itself is :mod:`imgpipe.broker.consumer`); queue names come
+from :mod:`imgpipe.broker.topology`. A dead-letter exchange per work queue keeps
+what a consumer rejects when it cannot move a message itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -18,28 +19,11 @@ import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
 
-from imgpipe.broker.policy import (
-    Action,
-    Decision,
-    RetryPolicy,
-    attempt_of,
-    dead_letter_headers,
-    decide,
-    retry_headers,
-)
-from imgpipe.broker.protocol import (
-    HANDLING,
-    MESSAGES,
-    RETRY_DELAY,
-    Consumer,
-    Delivery,
-    Handler,
-    job_of,
-    topology,
-    work_queue_name,
-)
+from imgpipe.broker.consumer import RETRY_DELAY, ConsumerLoop
+from imgpipe.broker.policy import RetryPolicy, replay_headers
+from imgpipe.broker.protocol import Consumer, DeadLetter, Handler
+from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import TransientError, Unavailable
-from imgpipe.runtime.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -63,145 +47,83 @@ def _channel_open(message: aio_pika.abc.AbstractIncomingMessage) -> bool:
         return False
 
 
-class _AmqpConsumer:
-    def __init__(
-        self,
-        broker: AmqpBroker,
-        queue: aio_pika.abc.AbstractQueue,
-        handler: Handler,
-        policy: RetryPolicy,
-    ) -> None:
+async def _settle(action: Awaitable[None]) -> bool:
+    """Ack/nack/reject; False when the channel is gone (the broker redelivers)."""
+    try:
+        await action
+        return True
+    except CONNECTION_ERRORS as exc:
+        log.warning("could not settle a message, the broker will deliver it again: %s",
+                    type(exc).__name__)
+        return False
+
+
+class _AmqpMessage:
+    """A :class:`~imgpipe.broker.consumer.Received` on RabbitMQ: acks and nacks on its
+    channel; a retry or dead letter is a confirmed copy in the target queue, then an ack."""
+
+    def __init__(self, broker: AmqpBroker, message: aio_pika.abc.AbstractIncomingMessage,
+                 queue: str) -> None:
+        self._broker = broker
+        self._message = message
+        self._names = topology(queue)
+        self.body = message.body
+        self.message_id = message.message_id
+        self.redelivered = bool(message.redelivered)
+        self.headers: Mapping[str, Any] = dict(message.headers or {})
+
+    def settleable(self) -> bool:
+        return _channel_open(self._message)
+
+    async def ack(self) -> bool:
+        return await _settle(self._message.ack())
+
+    async def requeue(self) -> None:
+        await _settle(self._message.nack(requeue=True))
+
+    async def retry(self, headers: dict[str, Any], delay: float) -> bool:
+        return await self._move(self._names.retry_queue(delay), headers, dead=False)
+
+    async def dead_letter(self, headers: dict[str, Any]) -> bool:
+        return await self._move(self._names.dead_letter_queue, headers, dead=True)
+
+    async def _move(self, target: str, headers: dict[str, Any], *, dead: bool) -> bool:
+        try:
+            await self._broker.send_to_queue(target, self._message, headers)
+        except TransientError as exc:
+            log.warning("could not move the message to %s (%s); returning it to %s",
+                        target, exc.message, self._names.queue,
+                        extra={"message_id": self.message_id})
+            if dead:
+                await _settle(self._message.reject(requeue=False))  # the queue's DLX keeps it
+            else:
+                await asyncio.sleep(RETRY_DELAY)
+                await _settle(self._message.nack(requeue=True))
+            return True
+        return await self.ack()
+
+
+class _AmqpConsumer(ConsumerLoop):
+    def __init__(self, broker: AmqpBroker, queue: aio_pika.abc.AbstractQueue, handler: Handler,
+                 policy: RetryPolicy) -> None:
+        super().__init__(queue.name, handler, policy)
         self._broker = broker
         self._queue = queue
-        self._names = topology(queue.name)
-        self._handler = handler
-        self._policy = policy
         self._tag: str | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        if self._stopping.is_set():
-            await self._settle(message.nack(requeue=True))
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
-        try:
-            with job_context(job_of(message.body) or ""):
-                await self._process(message)
-        finally:
-            self._inflight.discard(task)
+        await self.process(_AmqpMessage(self._broker, message, self.queue))
 
-    async def _settle(self, action: Awaitable[None]) -> bool:
-        """Ack/nack/reject; False when the channel is gone (the broker redelivers)."""
-        try:
-            await action
-            return True
-        except CONNECTION_ERRORS as exc:
-            log.warning("could not settle a message, the broker will deliver it again: %s",
-                        type(exc).__name__)
-            return False
-
-    async def _process(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        queue = self._queue.name
-        headers = dict(message.headers or {})
-        delivery = Delivery(
-            body=message.body,
-            message_id=message.message_id,
-            redelivered=bool(message.redelivered),
-            headers=headers,
-            attempt=attempt_of(headers),
-            max_attempts=self._policy.max_attempts,
-        )
-        holds = 0
-        while True:
-            started = time.perf_counter()
-            error: BaseException | None = None
-            try:
-                await self._handler(delivery)
-            except asyncio.CancelledError:
-                await self._settle(message.nack(requeue=True))
-                MESSAGES.labels(queue, "returned").inc()
-                raise
-            except Exception as exc:  # noqa: BLE001 - the decision below handles it
-                error = exc
-            HANDLING.labels(queue).observe(time.perf_counter() - started)
-            decision = decide(error, delivery.attempt, self._policy, holds=holds)
-            if decision.action is not Action.HOLD:
-                break
-            MESSAGES.labels(queue, "held").inc()
-            log.warning("backend unavailable, holding the message for %.1fs: %s",
-                        decision.delay, decision.message,
-                        extra={"reason": decision.reason, "message_id": message.message_id})
-            if not _channel_open(message):
-                return
-            try:
-                await asyncio.wait_for(self._stopping.wait(), decision.delay)
-            except TimeoutError:
-                holds += 1
-                continue
-            await self._settle(message.nack(requeue=True))
-            MESSAGES.labels(queue, "returned").inc()
-            return
-        await self._apply(message, delivery, decision)
-
-    async def _apply(
-        self,
-        message: aio_pika.abc.AbstractIncomingMessage,
-        delivery: Delivery,
-        decision: Decision,
-    ) -> None:
-        queue = self._queue.name
-        extra = {"message_id": message.message_id, "attempt": delivery.attempt,
-                 "reason": decision.reason}
-        if decision.action is Action.ACK:
-            if await self._settle(message.ack()):
-                MESSAGES.labels(queue, "acked").inc()
-            return
-        if decision.action is Action.RETRY:
-            target = self._names.retry_queue(decision.delay)
-            headers = retry_headers(delivery.headers, delivery.attempt + 1, decision)
-            outcome = "retried"
-            log.warning("attempt %d failed, retrying in %.1fs: %s", delivery.attempt,
-                        decision.delay, decision.message, extra=extra)
-        else:
-            target = self._names.dead_letter_queue
-            headers = dead_letter_headers(delivery.headers, delivery.attempt, queue, decision)
-            outcome = "dead_lettered"
-            log.error("message dead-lettered to %s: %s", target, decision.message, extra=extra)
-        try:
-            await self._broker.send_to_queue(target, message, headers)
-        except TransientError as exc:
-            log.warning("could not move the message to %s (%s); returning it to %s",
-                        target, exc.message, queue, extra=extra)
-            if decision.action is Action.DEAD_LETTER:
-                await self._settle(message.reject(requeue=False))  # the queue's DLX keeps it
-            else:
-                await asyncio.sleep(RETRY_DELAY)
-                await self._settle(message.nack(requeue=True))
-            MESSAGES.labels(queue, outcome).inc()
-            return
-        if await self._settle(message.ack()):
-            MESSAGES.labels(queue, outcome).inc()
-
-    async def stop(self, grace: float) -> None:
-        self._stopping.set()
+    async def stop_taking(self) -> None:
         if self._tag is not None:
             try:
                 await self._queue.cancel(self._tag)
             except CONNECTION_ERRORS:
                 pass
             self._tag = None
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
 
 
 class AmqpBroker:
@@ -403,6 +325,85 @@ class AmqpBroker:
             if not channel.is_closed:
                 await channel.close()
         return depths
+
+    def _connected(self) -> aio_pika.abc.AbstractRobustConnection:
+        if self._connection is None:
+            raise Unavailable("not connected to RabbitMQ yet", reason="broker_unavailable")
+        return self._connection
+
+    async def queue_depth(self, queue: str) -> int | None:
+        channel = await self._connected().channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    @staticmethod
+    async def _take(
+        channel: aio_pika.abc.AbstractChannel, queue: str, limit: int
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Up to ``limit`` messages of ``queue``, unacked (closing the channel returns them)."""
+        declared = await channel.declare_queue(queue, passive=True)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+        while len(taken) < limit:
+            message = await declared.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            taken.append(message)
+        return taken
+
+    @staticmethod
+    def _letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
+        return DeadLetter.of(message.body, message.message_id, dict(message.headers or {}))
+
+    async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
+        channel = await self._connected().channel()
+        try:
+            taken = await self._take(channel, topology(queue).dead_letter_queue, limit)
+            return [self._letter(m) for m in taken]
+        finally:
+            await channel.close()  # unacked messages go back, in order
+
+    async def replay_dead_letters(
+        self, queue: str, limit: int, ids: Sequence[str] = ()
+    ) -> list[DeadLetter]:
+        channel = await self._connected().channel(publisher_confirms=True, on_return_raises=True)
+        replayed: list[DeadLetter] = []
+        try:
+            dlq = topology(queue).dead_letter_queue
+            for message in await self._take(channel, dlq, limit if not ids else 1_000_000):
+                letter = self._letter(message)
+                if not letter.chosen(ids):
+                    continue
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        message.body, message_id=message.message_id,
+                        content_type=message.content_type or "application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers=replay_headers(dict(message.headers or {})),
+                    ),
+                    routing_key=queue, mandatory=True,
+                )
+                await message.ack()
+                replayed.append(letter)
+                if len(replayed) >= limit:
+                    break
+        finally:
+            await channel.close()
+        return replayed
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        channel = await self._connected().channel()
+        try:
+            declared = await channel.declare_queue(topology(queue).dead_letter_queue, passive=True)
+            result = await declared.purge()
+            return int(result.message_count or 0)
+        finally:
+            await channel.close()
 
     async def check(self) -> None:
         if self._connection is None or self._connection.is_closed:

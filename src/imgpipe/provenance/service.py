@@ -6,12 +6,13 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
+from imgpipe.broker.metrics import refresh_queue_depths
+from imgpipe.broker.open import new_broker
+from imgpipe.broker.protocol import Broker, Consumer
 from imgpipe.errors import Unavailable
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.provstore.open import new_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import ProvenanceSettings
 from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available

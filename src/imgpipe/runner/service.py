@@ -6,12 +6,13 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from imgpipe.broker.protocol import Broker, Consumer, refresh_queue_depths
+from imgpipe.broker.metrics import refresh_queue_depths
+from imgpipe.broker.open import new_broker
+from imgpipe.broker.protocol import Broker, Consumer
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.keys import safe_part
 from imgpipe.errors import ConfigError, Unavailable
 from imgpipe.runner.worker import Runner
-from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import RunnerSettings
 from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
 from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available

@@ -6,8 +6,8 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
+from imgpipe.broker.open import new_broker
 from imgpipe.provstore.open import new_provenance_store
-from imgpipe.runtime.backends import new_broker
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import STOPPING, serve, stop_serving
 from imgpipe.runtime.lifecycle import StopSignal, cancel, until_available

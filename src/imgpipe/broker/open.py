@@ -1,13 +1,9 @@
-"""Making the broker a service needs, from its settings.
+"""Opening the broker ``AMQP_URL`` names: the one place that knows both implementations.
 
-``AMQP_URL`` chooses the implementation: ``amqp://`` / ``amqps://``
-RabbitMQ, ``file:///dir`` the embedded broker kept in ``dir``. The object
-store and the provenance store open from :mod:`imgpipe.storage.open` and
-:mod:`imgpipe.provstore.open`.
-
-``new_broker`` makes a broker without waiting for its server, so that a
-service can answer /readyz (not ready) while it is down; ``open_broker`` also
-waits until the server answers.
+``amqp://`` / ``amqps://`` select RabbitMQ (:class:`~imgpipe.broker.rabbitmq.AmqpBroker`);
+``file:///dir`` the embedded broker kept in ``dir``
+(:class:`~imgpipe.broker.embedded.EmbeddedBroker`). Callers get a
+:class:`~imgpipe.broker.protocol.Broker` and never look past it.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ from imgpipe.runtime.lifecycle import until_available
 
 
 def new_broker(settings: AmqpSettings, *, name: str) -> Broker:
-    """A broker not connected yet: call ``connect()`` (e.g. through ``until_available``)."""
+    """A broker not connected yet, so that a service can answer /readyz (not ready) while
+    the broker is down: call ``connect()`` (e.g. through ``until_available``)."""
     if is_embedded(settings.amqp_url):
         assert settings.amqp_url is not None
         return EmbeddedBroker(embedded_path(settings.amqp_url))
@@ -29,6 +26,7 @@ def new_broker(settings: AmqpSettings, *, name: str) -> Broker:
 
 
 async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:
+    """A connected broker; waits (logging) until the broker answers."""
     broker = new_broker(settings, name=name)
     await until_available("RabbitMQ", broker.connect)
     return broker
