@@ -20,7 +20,8 @@ import pytest
 
 from imgpipe.broker.open import open_broker
 from imgpipe.broker.policy import DEFAULT_DELAYS
-from imgpipe.broker.protocol import Broker, topology, work_queue_name
+from imgpipe.broker.protocol import Broker
+from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load

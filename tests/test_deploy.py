@@ -34,7 +34,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from imgpipe.broker.protocol import work_queue_name
+from imgpipe.broker.topology import work_queue_name
 from imgpipe.runtime import config
 
 ROOT = Path(__file__).resolve().parent.parent
