@@ -18,7 +18,8 @@ import json
 import pytest
 from PIL import Image
 
-from imgpipe.broker.protocol import Broker, Delivery, work_queue_name
+from imgpipe.broker.protocol import Broker, Delivery
+from imgpipe.broker.topology import work_queue_name
 from imgpipe.errors import InvalidInput
 from imgpipe.ingest.ledger import Ledger
 from imgpipe.ingest.run import Exchanges, IngestRun, Progress
