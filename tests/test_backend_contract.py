@@ -488,3 +488,21 @@ async def test_find_selects_like_couchdb(
 
 async def test_find_limits(records: ProvenanceStore) -> None:
     assert len(await records.find({"type": "imgpipe.provenance"}, limit=3)) == 3
+
+
+async def test_changes_feed_continues_from_a_position(provenance_store: ProvenanceStore) -> None:
+    """The feed SSE is made from: positions are opaque, resumable, and give each document once."""
+    await provenance_store.put("early", _doc("j0", "job.received", "2025-01-01T00:00:00Z"))
+    docs, now = await provenance_store.changes(None)
+    assert docs == []
+    for n in range(5):
+        assert await provenance_store.put(f"doc-{n}", _doc(f"j{n}", "job.received", "t"))
+    assert not await provenance_store.put("doc-1", _doc("j1", "job.received", "again"))
+    first, middle = await provenance_store.changes(now, limit=2)
+    rest, end = await provenance_store.changes(middle, limit=100)
+    assert [d["_id"] for d in first + rest] == [f"doc-{n}" for n in range(5)]
+    assert rest[0]["job_id"] == "j2" and first[1]["time"] == "t"
+    assert await provenance_store.changes(end) == ([], end)
+    assert (await provenance_store.changes(None))[1] == end
+    assert await provenance_store.put("late", _doc("j9", "step.started", "t"))
+    assert [d["_id"] for d in (await provenance_store.changes(end))[0]] == ["late"]

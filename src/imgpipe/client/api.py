@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,8 +11,12 @@ from typing import Any, Self
 
 import aiohttp
 
+from imgpipe.client.sse import StreamRefused, follow
+
 CHUNK = 256 * 1024
 FINISHED = frozenset({"done", "failed"})
+EVENTS_QUIET = 5.0
+"""Seconds without a relevant event after which :meth:`Client.wait` reads the jobs again."""
 
 Progress = Callable[[int], None]
 
@@ -55,6 +60,8 @@ class Client:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout or None, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
+        #: how the last :meth:`wait` learnt of changes: ``events`` or ``polling``
+        self.waited_by = ""
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
@@ -123,19 +130,65 @@ class Client:
         self, job_ids: list[str], *, interval: float = 0.5, timeout: float = 600.0,
         on_update: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Poll until every job is done or failed; raises TimeoutError after ``timeout``."""
+        """Wait until every job is done or failed; raises TimeoutError after ``timeout``.
+
+        Follows ``GET /events`` (a job's view is read again when one of its records
+        arrives); when the service has no event stream or it keeps failing, polls.
+        """
         views: dict[str, dict[str, Any]] = {}
         async with asyncio.timeout(timeout):
-            while True:
-                pending = [i for i in job_ids if views.get(i, {}).get("status") not in FINISHED]
-                if not pending:
-                    return views
-                views.update(await self.jobs(pending))
-                if on_update is not None:
-                    on_update(views)
-                if all(views.get(i, {}).get("status") in FINISHED for i in job_ids):
-                    return views
-                await asyncio.sleep(interval)
+            try:
+                return await self._wait_for_events(job_ids, views, on_update)
+            except (StreamRefused, ConnectionError):
+                self.waited_by = "polling"
+            return await self._poll(job_ids, views, interval, on_update)
+
+    async def _wait_for_events(
+        self, job_ids: list[str], views: dict[str, dict[str, Any]],
+        on_update: Callable[[dict[str, dict[str, Any]]], None] | None,
+    ) -> dict[str, dict[str, Any]]:
+        async def refresh(ids: list[str]) -> set[str]:
+            views.update(await self.jobs(ids))
+            if on_update is not None:
+                on_update(views)
+            return {i for i in job_ids if views.get(i, {}).get("status") not in FINISHED}
+
+        stream = follow(self.session, f"{self.base_url}/events")
+        following = asyncio.ensure_future(anext(stream))
+        try:
+            wanted = await refresh(job_ids)
+            while wanted:
+                done, _ = await asyncio.wait({following}, timeout=EVENTS_QUIET)
+                if not done:  # nothing for a while: read again (covers a change made just
+                    wanted = await refresh(sorted(wanted))  # before the stream was open)
+                    continue
+                event = following.result()
+                following = asyncio.ensure_future(anext(stream))
+                job = event.json().get("job_id") if event.event == "record" else None
+                if job in wanted:
+                    wanted = await refresh([job])
+            self.waited_by = "events"
+            return views
+        finally:
+            following.cancel()
+            with contextlib.suppress(BaseException):
+                await following
+            await stream.aclose()
+
+    async def _poll(
+        self, job_ids: list[str], views: dict[str, dict[str, Any]], interval: float,
+        on_update: Callable[[dict[str, dict[str, Any]]], None] | None,
+    ) -> dict[str, dict[str, Any]]:
+        while True:
+            pending = [i for i in job_ids if views.get(i, {}).get("status") not in FINISHED]
+            if not pending:
+                return views
+            views.update(await self.jobs(pending))
+            if on_update is not None:
+                on_update(views)
+            if all(views.get(i, {}).get("status") in FINISHED for i in job_ids):
+                return views
+            await asyncio.sleep(interval)
 
     async def download(self, url: str, target: Path, *, sha256: str | None = None) -> int:
         """Save an output to ``target``; checks its sha256 when given. Returns its size."""

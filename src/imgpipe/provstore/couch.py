@@ -179,6 +179,21 @@ class CouchStore:
         assert isinstance(result, dict)
         return [dict(d) for d in result.get("docs", [])]
 
+    async def changes(self, since: str | None, *, limit: int = 100) -> tuple[list[Doc], str]:
+        db = await self._database()
+        try:
+            if since is None:
+                info = await db.info()
+                return [], str(info.get("update_seq"))
+            _, result = await db._remote._get(f"/{self._name}/_changes", params={
+                "since": since, "limit": limit, "include_docs": "true"})
+        except _ERRORS as exc:
+            raise _unavailable(exc) from exc
+        assert isinstance(result, dict)
+        docs = [dict(row["doc"]) for row in result.get("results", [])
+                if isinstance(row.get("doc"), dict) and not str(row.get("id")).startswith("_")]
+        return docs, str(result.get("last_seq", since))
+
     async def check(self) -> None:
         db = await self._database()
         try:

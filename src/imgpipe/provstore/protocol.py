@@ -45,6 +45,13 @@ class ProvenanceStore(Protocol):
         self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
     ) -> list[Doc]: ...
 
+    async def changes(self, since: str | None, *, limit: int = 100) -> tuple[list[Doc], str]:
+        """Documents stored after position ``since``, in the order they were stored, and the
+        position after them (pass it back to continue). ``None`` asks for the position now
+        (no documents). Positions are opaque text (CouchDB's update sequence), so a client
+        can resume from one it was given (SSE's ``Last-Event-ID``)."""
+        ...
+
     async def check(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -16,7 +16,7 @@ from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.http import add_ops_routes, errors_middleware, metrics_middleware
 from imgpipe.upload.auth import auth_middleware
 from imgpipe.upload.context import CONTEXT, Backends, UploadContext
-from imgpipe.upload.routes import ingest, jobs, pages, provenance, uploads
+from imgpipe.upload.routes import events, ingest, jobs, pages, provenance, uploads
 
 
 def create_app(
@@ -28,7 +28,7 @@ def create_app(
     )
     ctx = UploadContext(settings, backends, presets)
     app[CONTEXT] = ctx
-    for resource in (uploads, ingest, jobs, provenance, pages):
+    for resource in (uploads, ingest, jobs, events, provenance, pages):
         app.add_routes(resource.routes)
     add_ops_routes(app, {
         "rabbitmq": backends.broker.check,

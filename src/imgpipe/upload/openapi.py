@@ -59,6 +59,9 @@ PIPELINE_QUERY = _param(
 )
 FORMAT_QUERY = _param("format", "query", {"enum": ["json", "provn", "jsonld"]},
                       "PROV-JSON (json), PROV-N (provn) or PROV-JSON-LD (jsonld).")
+LAST_EVENT_ID = _param(
+    "Last-Event-ID", "header", {"type": "string", "maxLength": 256},
+    "The id of the last event received: the stream continues after it.")
 UNAVAILABLE = ("storage_unavailable", "provenance_unavailable", "backend_unavailable")
 
 
@@ -166,6 +169,24 @@ def _paths() -> dict[str, dict[str, Any]]:
             params=[_param("sha256", "path", {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                            "Content hash of an input or output image."), FORMAT_QUERY],
             tag="provenance",
+        )},
+        "/jobs/{job_id}/events": {"get": _op(
+            "A job's status as it changes (server-sent events)", {
+                "200": {"description": "text/event-stream: a 'job' event with the job's whole "
+                        "status view now and on every change. Resume with Last-Event-ID.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors("job_not_found", *UNAVAILABLE),
+            }, params=[JOB_PARAM, LAST_EVENT_ID], tag="jobs",
+        )},
+        "/events": {"get": _op(
+            "Every provenance record as it is stored (server-sent events)", {
+                "200": {"description": "text/event-stream: a 'record' event per record (job_id, "
+                        "kind, stage, pipeline, time, output). Resume with Last-Event-ID.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors(*UNAVAILABLE),
+            }, params=[LAST_EVENT_ID], tag="jobs",
+            description="Fed from the provenance store's changes feed; the page and "
+                        "'imgpipe submit --wait' follow it, polling /jobs when it fails.",
         )},
         "/ingest": {"post": _op(
             "Jobs for images already in an allowed bucket", {
