@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from imgpipe.dev import DevSettings
 from imgpipe.errors import ConfigError
-from imgpipe.runtime.config import RunnerSettings, UploadSettings, load
+from imgpipe.runtime.config import (
+    ImageprocSettings,
+    RunnerSettings,
+    UploadSettings,
+    VerifySettings,
+    load,
+)
 
 
 def test_seed_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +79,37 @@ def test_every_service_has_help(command: str) -> None:
     assert "usage: imgpipe" in result.stdout
     if command != "provenance":
         assert "--port" in result.stdout
+
+
+def test_imageproc_limits_are_two_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load(ImageprocSettings).imageproc_deadline == 60
+    assert load(RunnerSettings).imageproc_client_timeout == 120
+    monkeypatch.setenv("IMAGEPROC_DEADLINE", "5")
+    monkeypatch.setenv("IMAGEPROC_CLIENT_TIMEOUT", "7")
+    assert load(ImageprocSettings).imageproc_deadline == 5
+    for client in (RunnerSettings, UploadSettings, VerifySettings):
+        settings = load(client)
+        assert settings.imageproc_client_timeout == 7 and not settings.deprecations()
+
+
+def test_imageproc_timeout_keeps_its_old_meaning_for_one_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGEPROC_TIMEOUT", "9")
+    imageproc, runner = load(ImageprocSettings), load(RunnerSettings)
+    assert imageproc.imageproc_deadline == 9 and runner.imageproc_client_timeout == 9
+    [line] = imageproc.deprecations()
+    assert "IMAGEPROC_TIMEOUT is deprecated" in line and "IMAGEPROC_DEADLINE" in line
+    [line] = runner.deprecations()
+    assert "IMAGEPROC_CLIENT_TIMEOUT" in line
+    monkeypatch.setenv("IMAGEPROC_CLIENT_TIMEOUT", "30")
+    assert load(RunnerSettings).imageproc_client_timeout == 30  # the new name wins
+
+
+def test_dev_sets_the_deadline_and_the_client_timeout_apart(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IMAGEPROC_DEADLINE", "5")
+    dev = DevSettings.build(data_dir=tmp_path)
+    assert dev.imageproc.imageproc_deadline == 5
+    assert dev.runner.imageproc_client_timeout == dev.upload.imageproc_client_timeout == 120

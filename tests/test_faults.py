@@ -283,7 +283,7 @@ async def test_imageproc_errors_and_hangs(
     for service in ("imageproc", "provenance", "upload-server"):
         system.start(service)
     system.start("runner", IMAGEPROC_URL=f"http://imgpipe:{IMAGEPROC_SECRET}@127.0.0.1:{port}",
-                 IMAGEPROC_TIMEOUT="1")
+                 IMAGEPROC_CLIENT_TIMEOUT="1")
     for key in ("imageproc", "provenance", "upload-server", "runner"):
         await system.wait_ready(key)
     pics = images(24)

@@ -117,7 +117,7 @@ async def test_imageproc_deadline_is_not_retried() -> None:
     """imageproc's own time limit ran out: a permanent failure, dead-lettered at once."""
     from aiohttp.test_utils import TestServer
 
-    server = TestServer(imageproc_app(ImageprocSettings(imageproc_workers=1, imageproc_timeout=0.5)))
+    server = TestServer(imageproc_app(ImageprocSettings(imageproc_workers=1, imageproc_deadline=0.5)))
     await server.start_server()
     client = ImageprocClient(str(server.make_url("")), timeout=30)
     try:

@@ -65,7 +65,7 @@ async def test_full_queue_answers_429_with_retry_after(gate: threading.Event) ->
 async def test_time_limit_answers_504_and_stops_libvips() -> None:
     # The slow pipeline takes tens of seconds; the limit leaves a small image
     # a wide margin even on a loaded machine.
-    settings = ImageprocSettings(imageproc_workers=1, imageproc_timeout=1.5)
+    settings = ImageprocSettings(imageproc_workers=1, imageproc_deadline=1.5)
     app = create_app(settings)
     async with TestClient(TestServer(app)) as client:
         slow = await client.post(

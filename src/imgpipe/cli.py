@@ -26,7 +26,6 @@ from imgpipe.runtime.config import (
 from imgpipe.runtime.logs import register_secrets, secrets_of, setup_logging
 
 Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Command] = {}
 
 
 def _run(service: str, settings: Any, main: Coroutine[Any, Any, None]) -> int:
@@ -110,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq.add_parser(sub)
     preset_commands.add_parser(sub)
-    for name, func in COMMANDS.items():
-        sub.add_parser(name).set_defaults(func=func)
     return parser
 
 

@@ -37,7 +37,7 @@ from imgpipe.runtime.config import (
     load,
 )
 from imgpipe.runtime.fileurl import embedded_path, embedded_url, is_embedded
-from imgpipe.runtime.http import serve, wait_for_stop_signal
+from imgpipe.runtime.lifecycle import StopSignal
 from imgpipe.runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -177,15 +177,15 @@ class DevSystem:
 
     def __init__(self, settings: DevSettings) -> None:
         self.settings = settings
-        self.imageproc_port = 0
-        self._stops = {name: asyncio.Event() for name in ("upload", "runner", "provenance")}
+        self.imageproc_url = ""
+        self._stops = {name: asyncio.Event()
+                       for name in ("upload", "runner", "provenance", "imageproc")}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._imageproc: Any = None
         self._broker: Broker | None = None
 
     async def start(self) -> None:
         """Start every service; return once the upload service answers ``/readyz``."""
-        from imgpipe.imageproc import create_app
+        from imgpipe.imageproc import run_imageproc
         from imgpipe.provenance.service import run_provenance
         from imgpipe.runner.service import run_runner
         from imgpipe.upload.service import run_upload
@@ -194,10 +194,15 @@ class DevSystem:
         if is_embedded(s.upload.amqp_url):
             # held for the whole run: the broker's lock is taken before anything else opens
             self._broker = await open_broker(s.upload, name="imgpipe-dev")
-        self._imageproc = await serve(create_app(s.imageproc), s.imageproc.imageproc_host,
-                                      0, grace=s.imageproc.shutdown_grace)
-        self.imageproc_port = int(self._imageproc.addresses[0][1])
-        imageproc = {"imageproc_url": f"http://127.0.0.1:{self.imageproc_port}"}
+        listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._start("imageproc", lambda: run_imageproc(
+            s.imageproc, stop=self._stops["imageproc"], listening=listening.set_result))
+        started: list[asyncio.Future[Any]] = [listening, self._tasks["imageproc"]]
+        await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            self._tasks["imageproc"].result()  # its error; or it stopped on its own
+        self.imageproc_url = listening.result()
+        imageproc = {"imageproc_url": self.imageproc_url}
         runner = s.runner.model_copy(update=imageproc)
         upload = s.upload.model_copy(update=imageproc)
         services: dict[str, Callable[[], Awaitable[None]]] = {
@@ -206,8 +211,11 @@ class DevSystem:
             "upload": lambda: run_upload(upload, stop=self._stops["upload"]),
         }
         for name, run in services.items():
-            self._tasks[name] = asyncio.create_task(self._guard(name, run), name=f"dev-{name}")
+            self._start(name, run)
         await self._until_ready()
+
+    def _start(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._tasks[name] = asyncio.create_task(self._guard(name, run), name=f"dev-{name}")
 
     async def _guard(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         await run()
@@ -239,7 +247,7 @@ class DevSystem:
 
     async def stop(self) -> None:
         """Stop intake first, then the runner's work, then provenance, then imageproc."""
-        for group in (("upload", "runner"), ("provenance",)):
+        for group in (("upload", "runner"), ("provenance",), ("imageproc",)):
             for name in group:
                 self._stops[name].set()
             tasks = [self._tasks[n] for n in group if n in self._tasks]
@@ -247,9 +255,6 @@ class DevSystem:
             for name, result in zip(group, results, strict=False):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     log.warning("%s stopped with an error: %s", name, result)
-        if self._imageproc is not None:
-            await self._imageproc.cleanup()
-            self._imageproc = None
         if self._broker is not None:
             await self._broker.close()
             self._broker = None
@@ -262,11 +267,12 @@ async def run_dev(settings: DevSettings, *, out: TextIO = sys.stdout,
     try:
         await system.start()
         print(banner(settings, settings.upload.upload_port), file=out, flush=True)
-        waiters = [asyncio.ensure_future(system.wait()),
-                   asyncio.ensure_future(stop.wait() if stop else wait_for_stop_signal())]
+        signal = StopSignal(stop)
+        waiters = [asyncio.ensure_future(system.wait()), asyncio.ensure_future(signal.wait())]
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            signal.close()
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)

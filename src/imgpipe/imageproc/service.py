@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
@@ -26,13 +27,8 @@ from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
 from imgpipe.imageproc.workers import WorkerPool
 from imgpipe.runtime.config import ImageprocSettings
-from imgpipe.runtime.http import (
-    add_ops_routes,
-    errors_middleware,
-    json_error,
-    serve,
-    wait_for_stop_signal,
-)
+from imgpipe.runtime.http import add_ops_routes, errors_middleware, json_error
+from imgpipe.runtime.service import Listening, serve_app
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +134,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.imageproc_workers,
         settings.imageproc_queue,
         limits_from(settings),
-        settings.imageproc_timeout,
+        settings.imageproc_deadline,
         load_overlays(settings.imageproc_overlays),
         signer_from(settings),
     )
@@ -179,14 +175,9 @@ def create_app(settings: ImageprocSettings) -> web.Application:
     return app
 
 
-async def run_imageproc(settings: ImageprocSettings) -> None:
-    """Serve imageproc until cancelled or SIGTERM; in-flight requests finish first."""
+async def run_imageproc(settings: ImageprocSettings, *, stop: asyncio.Event | None = None,
+                        listening: Listening | None = None) -> None:
+    """Serve imageproc until ``stop`` (or SIGTERM/SIGINT); in-flight requests finish first."""
     limit_arenas()
-    app = create_app(settings)
-    runner = await serve(
-        app, settings.imageproc_host, settings.imageproc_port, grace=settings.shutdown_grace
-    )
-    try:
-        await wait_for_stop_signal()
-    finally:
-        await runner.cleanup()
+    await serve_app("imageproc", settings, create_app(settings), settings.imageproc_host,
+                    settings.imageproc_port, stop=stop, listening=listening)

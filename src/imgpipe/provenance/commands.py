@@ -168,7 +168,7 @@ async def _verify(settings: Any, job_id: str, as_json: bool) -> int:
 
     provenance = new_provenance_store(settings)
     objects = new_object_store(settings)
-    imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
+    imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_client_timeout)
     try:
         report = await verify_job(job_id, provenance, objects, imageproc,
                                   RecordCheck(trust_anchors(settings)))

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
 
 from imgpipe.broker.metrics import refresh_queue_depths
 from imgpipe.broker.open import new_broker
 from imgpipe.broker.protocol import Broker, Consumer
-from imgpipe.errors import Unavailable
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.provstore.open import new_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import ProvenanceSettings
-from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
-from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
+from imgpipe.runtime.lifecycle import until_available
+from imgpipe.runtime.service import Listening, serve_consumer
 
 log = logging.getLogger(__name__)
-
-
-async def _starting() -> None:
-    raise Unavailable("connecting to RabbitMQ")
 
 
 async def _start(settings: ProvenanceSettings, broker: Broker, store: ProvenanceStore) -> Consumer:
@@ -34,30 +28,21 @@ async def _start(settings: ProvenanceSettings, broker: Broker, store: Provenance
     return consumer
 
 
-async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Store provenance events until SIGTERM/SIGINT.
+async def run_provenance(settings: ProvenanceSettings, *, stop: asyncio.Event | None = None,
+                         listening: Listening | None = None) -> None:
+    """Store provenance events until ``stop`` (or SIGTERM/SIGINT).
 
     While CouchDB is down, events wait in their queue (held, not retried
     away) and /readyz says so; they are stored when it is back.
     """
-    async with AsyncExitStack() as stack:
-        signal = StopSignal(stop)
-        stack.callback(signal.close)
-        store = new_provenance_store(settings)
-        stack.push_async_callback(store.close)
-        broker = new_broker(settings, name="imgpipe-provenance")
-        stack.push_async_callback(broker.close)
-        refresh = [lambda: refresh_queue_depths(broker)]
-        app = ops_app({"startup": _starting, "couchdb": store.check}, refresh)
-        ops = await serve(app, settings.provenance_host, settings.provenance_port)
-        stack.push_async_callback(ops.cleanup)
-        try:
-            consumer = await signal.until(_start(settings, broker, store))
-        except Stopped:
-            return
-        stack.push_async_callback(consumer.stop, settings.shutdown_grace)
-        stack.callback(app[STOPPING].set)
-        app[READY_CHECKS].pop("startup")
-        app[READY_CHECKS]["rabbitmq"] = broker.check
-        await signal.wait()
-    log.info("provenance service stopped")
+    store = new_provenance_store(settings)
+    broker = new_broker(settings, name="imgpipe-provenance")
+    await serve_consumer(
+        "provenance service", settings, settings.provenance_host, settings.provenance_port,
+        stop=stop, listening=listening, backends=(store, broker),
+        start=lambda: _start(settings, broker, store),
+        waiting_for="connecting to RabbitMQ",
+        checks={"rabbitmq": broker.check},
+        checks_from_start={"couchdb": store.check},
+        refresh=[lambda: refresh_queue_depths(broker)],
+    )

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
 
 from imgpipe.broker.metrics import refresh_queue_depths
 from imgpipe.broker.open import new_broker
 from imgpipe.broker.protocol import Broker, Consumer
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.keys import safe_part
-from imgpipe.errors import ConfigError, Unavailable
+from imgpipe.errors import ConfigError
 from imgpipe.runner.worker import Runner
 from imgpipe.runtime.config import RunnerSettings
-from imgpipe.runtime.http import READY_CHECKS, STOPPING, ops_app, serve
-from imgpipe.runtime.lifecycle import Stopped, StopSignal, until_available
+from imgpipe.runtime.lifecycle import until_available
+from imgpipe.runtime.service import Listening, serve_consumer
 from imgpipe.storage.open import new_object_store
 
 log = logging.getLogger(__name__)
-
-
-async def _starting() -> None:
-    raise Unavailable("connecting to its backends")
 
 
 async def _start(settings: RunnerSettings, broker: Broker, runner: Runner) -> Consumer:
@@ -37,8 +32,9 @@ async def _start(settings: RunnerSettings, broker: Broker, runner: Runner) -> Co
     return consumer
 
 
-async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Consume the stage's queue until SIGTERM/SIGINT; in-flight images finish first.
+async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = None,
+                     listening: Listening | None = None) -> None:
+    """Consume the stage's queue until ``stop`` (or SIGTERM/SIGINT); in-flight images finish.
 
     Health and readiness are served from the start; until RabbitMQ and S3
     answer, /readyz says what the runner waits for.
@@ -46,28 +42,15 @@ async def run_runner(settings: RunnerSettings, *, stop: asyncio.Event | None = N
     if not safe_part(settings.stage):
         raise ConfigError(f"RUNNER_STAGE: {settings.stage!r} cannot name output objects "
                           "(letters, digits, '.', '_' and '-' only)")
-    async with AsyncExitStack() as stack:
-        signal = StopSignal(stop)
-        stack.callback(signal.close)
-        broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
-        stack.push_async_callback(broker.close)
-        store = new_object_store(settings, buckets=(settings.s3_output_bucket,))
-        stack.push_async_callback(store.close)
-        imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
-        stack.push_async_callback(imageproc.close)
-        runner = Runner(settings, broker, store, imageproc)
-        refresh = [lambda: refresh_queue_depths(broker)]
-        app = ops_app({"startup": _starting}, refresh)
-        ops = await serve(app, settings.runner_host, settings.runner_port)
-        stack.push_async_callback(ops.cleanup)
-        try:
-            consumer = await signal.until(_start(settings, broker, runner))
-        except Stopped:
-            return
-        stack.push_async_callback(consumer.stop, settings.shutdown_grace)
-        stack.callback(app[STOPPING].set)
-        app[READY_CHECKS].pop("startup")
-        app[READY_CHECKS].update(
-            {"rabbitmq": broker.check, "s3": store.check, "imageproc": imageproc.check})
-        await signal.wait()
-    log.info("runner stopped")
+    broker = new_broker(settings, name=f"imgpipe-runner-{settings.stage}")
+    store = new_object_store(settings, buckets=(settings.s3_output_bucket,))
+    imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_client_timeout)
+    runner = Runner(settings, broker, store, imageproc)
+    await serve_consumer(
+        "runner", settings, settings.runner_host, settings.runner_port,
+        stop=stop, listening=listening, backends=(broker, store, imageproc),
+        start=lambda: _start(settings, broker, runner),
+        waiting_for="connecting to its backends",
+        checks={"rabbitmq": broker.check, "s3": store.check, "imageproc": imageproc.check},
+        refresh=[lambda: refresh_queue_depths(broker)],
+    )

@@ -4,15 +4,28 @@ Variable names are the seed's promise to users (``RABBITMQ_USER``,
 ``S3_INPUT_BUCKET``, ``COUCHDB_DB``, ...); each field's name is its
 environment variable, upper-cased. Nothing here reads the environment at
 import time: call :func:`load` from the edge of the program.
+
+A renamed variable keeps working for one release: a group lists it in
+``renamed`` (old field → new field), the old value applies when the new
+variable is not set, and :meth:`deprecations` says so (services log it at
+start).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgpipe.broker.policy import RetryPolicy, parse_delays
@@ -42,6 +55,38 @@ def _check_backend_url(value: str) -> str:
         raise ValueError(
             "expected an http:// or https:// URL with a host, or file:///dir (embedded)"
         ) from None
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+"""A server's ``http(s)://`` URL (without a trailing slash)."""
+
+BackendUrl = Annotated[str, AfterValidator(_check_backend_url)]
+"""A server's ``http(s)://`` URL, or ``file:///dir`` for the embedded backend."""
+
+
+class _Renaming(BaseSettings):
+    """Settings whose renamed variables still work, for one release."""
+
+    model_config = _BASE_CONFIG
+
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Deprecated field → the field that replaces it."""
+
+    @model_validator(mode="after")
+    def _apply_renamed(self) -> Any:
+        for old, new in self.renamed.items():
+            value = getattr(self, old)
+            if value is not None and new not in self.model_fields_set:
+                setattr(self, new, value)
+        return self
+
+    def deprecations(self) -> list[str]:
+        """A sentence for each deprecated variable this configuration sets."""
+        return [
+            f"{old.upper()} is deprecated and will be removed in the next release; "
+            f"it sets {new.upper()} here: set that instead"
+            for old, new in self.renamed.items() if getattr(self, old) is not None
+        ]
 
 
 class AmqpSettings(BaseSettings):
@@ -101,7 +146,7 @@ class S3Settings(BaseSettings):
 
     model_config = _BASE_CONFIG
 
-    s3_url: str = "http://127.0.0.1:8333"
+    s3_url: BackendUrl = "http://127.0.0.1:8333"
     s3_access_key: str = "imgpipe"
     s3_secret_key: SecretStr = SecretStr("imgpipe-secret")
     s3_region: str = "us-east-1"
@@ -109,31 +154,19 @@ class S3Settings(BaseSettings):
     s3_output_bucket: str = Field(default="imgpipe-output", min_length=3, max_length=63)
     s3_create_buckets: bool = True
 
-    @field_validator("s3_url")
-    @classmethod
-    def _check_s3_url(cls, value: str) -> str:
-        return _check_backend_url(value)
-
 
 class CouchSettings(BaseSettings):
     """The CouchDB server that keeps provenance."""
 
     model_config = _BASE_CONFIG
 
-    couchdb_url: str = "http://127.0.0.1:5984"
+    couchdb_url: BackendUrl = "http://127.0.0.1:5984"
     couchdb_user: str = "admin"
     couchdb_password: SecretStr = SecretStr("imgpipe-secret")
     couchdb_db: str = Field(default="provenance", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
 
-    @field_validator("couchdb_url")
-    @classmethod
-    def _check_couchdb_url(cls, value: str) -> str:
-        return _check_backend_url(value)
 
-
-class LogSettings(BaseSettings):
-    model_config = _BASE_CONFIG
-
+class LogSettings(_Renaming):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error)$")
     log_format: str = Field(default="json", pattern=r"^(json|text)$")
     shutdown_grace: float = Field(default=20.0, ge=0, description="Seconds in-flight work may take at SIGTERM.")
@@ -215,18 +248,17 @@ class C2paSettings(TrustSettings):
         return self
 
 
-class ImageprocClientSettings(BaseSettings):
-    """Where a service that re-runs recorded pipelines (verification) finds imageproc."""
+class ImageprocClientSettings(_Renaming):
+    """Where a service that sends images to imageproc (the runner; upload and
+    ``imgpipe verify`` re-running a recorded step) finds it, and how long it waits."""
 
-    model_config = _BASE_CONFIG
+    imageproc_url: HttpUrl = "http://127.0.0.1:8080"
+    imageproc_client_timeout: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for imageproc's answer to one image.")
+    imageproc_timeout: float | None = Field(
+        default=None, gt=0, description="Deprecated: IMAGEPROC_CLIENT_TIMEOUT here.")
 
-    imageproc_url: str = "http://127.0.0.1:8080"
-    imageproc_timeout: float = Field(default=120.0, gt=0)
-
-    @field_validator("imageproc_url")
-    @classmethod
-    def _check_imageproc_client_url(cls, value: str) -> str:
-        return _check_http_url(value)
+    renamed: ClassVar[Mapping[str, str]] = {"imageproc_timeout": "imageproc_client_timeout"}
 
 
 class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings,
@@ -276,7 +308,10 @@ class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):
     imageproc_queue: int = Field(default=32, ge=0, description="Requests waiting beyond the workers before 429.")
     imageproc_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     imageproc_max_pixels: int = Field(default=50_000_000, ge=1)
-    imageproc_timeout: float = Field(default=60.0, gt=0)
+    imageproc_deadline: float = Field(
+        default=60.0, gt=0, description="Seconds libvips may spend on one image (then 504).")
+    imageproc_timeout: float | None = Field(
+        default=None, gt=0, description="Deprecated: IMAGEPROC_DEADLINE here.")
     imageproc_max_frames: int = Field(default=1000, ge=1, description="Most frames an input may have.")
     imageproc_max_output_dimension: int = Field(default=16384, ge=1, le=65535)
     imageproc_formats: str = Field(
@@ -286,11 +321,13 @@ class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):
         default=None, description="Directory of watermark images, named by file stem."
     )
 
+    renamed: ClassVar[Mapping[str, str]] = {"imageproc_timeout": "imageproc_deadline"}
 
-class RunnerSettings(AmqpSettings, S3Settings, PresetSettings, LogSettings):
+
+class RunnerSettings(AmqpSettings, S3Settings, ImageprocClientSettings, PresetSettings,
+                     LogSettings):
     """`imgpipe runner`: consumes a stage's events and drives imageproc."""
 
-    imageproc_url: str = "http://127.0.0.1:8080"
     runner_stage: str | None = Field(
         default=None, description="Stage name; defaults to the publish exchange's name."
     )
@@ -299,12 +336,6 @@ class RunnerSettings(AmqpSettings, S3Settings, PresetSettings, LogSettings):
     )
     runner_host: str = "127.0.0.1"
     runner_port: int = Field(default=8001, ge=0, le=65535)
-    imageproc_timeout: float = Field(default=120.0, gt=0)
-
-    @field_validator("imageproc_url")
-    @classmethod
-    def _check_imageproc_url(cls, value: str) -> str:
-        return _check_http_url(value)
 
     @model_validator(mode="after")
     def _canonical_pipeline(self) -> RunnerSettings:

@@ -8,10 +8,8 @@ naming the failing ones; ``/metrics`` is Prometheus' text format.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -226,33 +224,3 @@ async def stop_serving(runner: web.AppRunner, app: web.Application, grace: float
     if inflight is not None and not await inflight.wait_idle(grace):
         log.warning("stopping with %d requests still in progress", inflight.count)
     await runner.cleanup()
-
-
-async def wait_for_stop_signal() -> None:
-    """Return when SIGTERM or SIGINT arrives."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    log.info("stop signal received")
-
-
-async def wait_for_stop(stop: asyncio.Event | None = None) -> None:
-    """Return when ``stop`` is set; without one, when SIGTERM or SIGINT arrives.
-
-    Services that share a process (``imgpipe dev``) are each given an event,
-    so that one owner of the signals stops them in order.
-    """
-    if stop is None:
-        await wait_for_stop_signal()
-    else:
-        await stop.wait()
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -55,10 +55,6 @@ class StopSignal:
             log.info("stop signal received", extra={"signal": sig.name})
         self._event.set()
 
-    @property
-    def received(self) -> bool:
-        return self._event.is_set()
-
     async def wait(self) -> None:
         await self._event.wait()
 

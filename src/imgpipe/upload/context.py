@@ -76,7 +76,7 @@ class UploadContext:
         self.presets = {**BUILTIN_PRESETS, **presets}
         #: every preset with its description, for ``GET /presets`` and the page
         self.preset_entries = all_presets(user)
-        self.imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_timeout)
+        self.imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_client_timeout)
         #: PEM of C2PA_TRUST_ANCHORS (read once at start): what Content Credentials are trusted
         self.anchors = trust_anchors(settings)
 

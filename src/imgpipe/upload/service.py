@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
 
 from imgpipe.broker.open import new_broker
 from imgpipe.provstore.open import new_provenance_store
 from imgpipe.runtime.config import UploadSettings
-from imgpipe.runtime.http import STOPPING, serve, stop_serving
-from imgpipe.runtime.lifecycle import StopSignal, cancel, until_available
+from imgpipe.runtime.lifecycle import until_available
+from imgpipe.runtime.service import Listening, serve_app
 from imgpipe.storage.open import new_object_store
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
@@ -39,25 +38,17 @@ async def connect_backends(settings: UploadSettings, backends: Backends) -> None
     log.info("upload service connected to its backends")
 
 
-async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Serve the upload API until SIGTERM/SIGINT, then finish requests and close.
+async def run_upload(settings: UploadSettings, *, stop: asyncio.Event | None = None,
+                     listening: Listening | None = None) -> None:
+    """Serve the upload API until ``stop`` (or SIGTERM/SIGINT), then finish requests and close.
 
     The API answers from the start: until RabbitMQ and S3 answer, uploads
     get 503 with Retry-After and /readyz names what is missing.
     """
-    async with AsyncExitStack() as stack:
-        signal = StopSignal(stop)
-        stack.callback(signal.close)
-        backends = new_backends(settings)
-        stack.push_async_callback(backends.broker.close)
-        stack.push_async_callback(backends.store.close)
-        stack.push_async_callback(backends.provenance.close)
-        app = create_app(settings, backends)
-        runner = await serve(app, settings.upload_host, settings.upload_port,
-                             grace=settings.shutdown_grace)
-        stack.push_async_callback(stop_serving, runner, app, settings.shutdown_grace)
-        connecting = asyncio.create_task(connect_backends(settings, backends))
-        stack.push_async_callback(cancel, connecting)
-        stack.callback(app[STOPPING].set)
-        await signal.wait()
-    log.info("upload service stopped")
+    backends = new_backends(settings)
+    await serve_app(
+        "upload service", settings, create_app(settings, backends),
+        settings.upload_host, settings.upload_port, stop=stop, listening=listening,
+        backends=(backends.broker, backends.store, backends.provenance),
+        connect=lambda: connect_backends(settings, backends),
+    )
