@@ -85,6 +85,7 @@ async def _run(ingest: IngestRun, source: Source, *, stop_after: int | None = No
     return last
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend_set", ["servers", "embedded"])
 async def test_ingest_a_bucket_interrupted_resumed_and_rerun(
     backend_env: dict[str, str], object_store: ObjectStore, broker: Broker, unique_name: str
