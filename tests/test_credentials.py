@@ -174,3 +174,27 @@ def test_a_callback_signs_for_a_key_kept_elsewhere(tmp_path: Path,
 def test_a_file_without_credentials_reads_none() -> None:
     assert inspect(image_bytes(50, 50)).verdict == "none"
     assert inspect(image_bytes(50, 50, ".png"), "image/png").verdict == "none"
+    assert inspect(b"plain text, no image").verdict == "none"
+    broken = inspect(b"\xff\xd8\xff\xe0 not really a JPEG")
+    assert broken.verdict == "invalid" and broken.error
+
+
+def test_a_watermark_image_is_a_placed_component(chain) -> None:  # type: ignore[no-untyped-def]
+    from imgpipe.imageproc.engine import process
+
+    logo = image_bytes(40, 20, ".png")
+    source = image_bytes(200, 150)
+    pipeline = parse_pipeline("watermark:image=logo/format:jpeg")
+    result = process(source, pipeline, overlays={"logo": logo})
+    step = Step(pipeline=pipeline, input_sha256=hashlib.sha256(source).hexdigest(),
+                input_format="jpeg", payload_sha256=result.sha256)
+    out = signer_for(chain).sign(result.data, step, source, {"logo": logo})
+    found = inspect(out, None, chain.ca.read_text())
+    assert found.verdict == "trusted", found.failures
+    manifest = found.chain[0]
+    assert [a["action"] for a in manifest.actions] == [
+        "c2pa.opened", "c2pa.placed", "c2pa.transcoded"]
+    assert [(i["relationship"], i["title"], i["instance_id"]) for i in manifest.ingredients] == [
+        ("parentOf", "input.jpeg", "sha256:" + hashlib.sha256(source).hexdigest()),
+        ("componentOf", "logo", "sha256:" + hashlib.sha256(logo).hexdigest()),
+    ]

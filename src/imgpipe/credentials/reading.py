@@ -135,6 +135,9 @@ def inspect(data: bytes, media_type: str | None = None, anchors: str | None = No
     context = c2pa.Context.from_dict(context_settings(anchors))
     try:
         reader = c2pa.Reader.try_create(media_type or None, io.BytesIO(data), context=context)
+    except c2pa.C2paError.NotSupported:
+        return Inspection(verdict="none", state=None,
+                          error="not a file format that can carry Content Credentials")
     except c2pa.C2paError as exc:
         return Inspection(verdict="invalid", state=None, error=str(exc))
     if reader is None:
