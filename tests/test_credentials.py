@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imgpipe.credentials.chain import ensure_chain
+from imgpipe.credentials.embedded import may_carry_credentials
 from imgpipe.credentials.manifest import Step, actions
 from imgpipe.credentials.reading import inspect
 from imgpipe.credentials.signing import signer_from
@@ -33,6 +34,7 @@ def test_every_output_format_signs_and_validates(chain, fmt: str) -> None:  # ty
     payload, out = signed(signer_for(chain), source, PIPELINE.format(fmt=fmt),
                           job_id="a" * 32, stage="thumbs")
     assert out != payload and len(out) > len(payload)
+    assert may_carry_credentials(out) and not may_carry_credentials(payload)
 
     trusted = inspect(out, None, chain.ca.read_text())
     assert (trusted.verdict, trusted.state, trusted.failures) == ("trusted", "Trusted", [])
