@@ -7,8 +7,8 @@ For each output format and signing algorithm: libvips encodes the output once
 (in process), then :meth:`ContentSigner.sign` signs it ``--repeat`` times in
 one thread (thumbnails off, no time-stamp authority, nothing fetched). The
 reported time is the median CPU time of the process per signature
-(``time.process_time``, all threads: nothing else runs in the process, so this
-even on a busy machine) and the median wall time, including building the
+(``time.process_time``, all threads; nothing else runs in the process, so
+this is the signing's own cost even on a busy machine) and the median wall time, including building the
 manifest and checking the input for credentials of its own; the encode CPU
 time is given beside it for scale. ``--verify`` also gives the CPU time of one
 validation (:func:`imgpipe.credentials.reading.inspect`).
