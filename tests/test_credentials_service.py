@@ -84,3 +84,13 @@ async def test_signing_off_gives_todays_output(plain: TestClient) -> None:
     body = await resp.read()
     assert resp.status == 200
     assert inspect(body, "image/jpeg").verdict == "none"
+
+
+async def test_a_signature_that_cannot_be_made_is_a_transient_refusal(chain: ChainFiles) -> None:
+    """A time-stamp authority that does not answer: 503 signing_failed (the runner retries)."""
+    settings = load(ImageprocSettings, c2pa_sign="on", c2pa_cert_chain=chain.chain,
+                    c2pa_private_key=chain.key, c2pa_tsa_url="http://127.0.0.1:9")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        resp = await client.post("/process", data=image_bytes(64, 64))
+        assert resp.status == 503
+        assert (await resp.json())["error"]["reason"] == "signing_failed"

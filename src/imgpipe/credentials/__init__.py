@@ -5,8 +5,11 @@
   the pipeline, the input as parent ingredient bound by its sha256, imgpipe's
   own ``org.imgpipe.step`` assertion);
 * :mod:`.signing` loads the signing key from settings and signs encoded bytes;
+* :mod:`.embedded` tells from the bytes whether an input may carry a manifest;
 * :mod:`.reading` validates a file (signature, hash binding, trust) and
-  summarises its chain of manifests.
+  summarises its chain of manifests;
+* :mod:`.agreement` compares a stored output's credentials with its PROV record;
+* :mod:`.commands`: ``imgpipe credentials init`` and ``imgpipe verify --file``.
 
 Invariants: signing never re-encodes the image; the bytes libvips produced
 (the *payload*) stay byte-for-byte in the signed file outside the manifest

@@ -100,6 +100,10 @@ class SigningKey:
         return c2pa.Signer.from_info(info)
 
 
+class _ParentUnreadable(Exception):
+    """c2pa could not read the input as an ingredient (only that is worth a second try)."""
+
+
 class ContentSigner:
     """Signs encoded outputs; safe to call from many threads at once."""
 
@@ -138,7 +142,7 @@ class ContentSigner:
             return self._sign(payload, step, source, overlays or {}, frozenset(used), False)
         try:
             return self._sign(payload, step, source, overlays or {}, frozenset(used), True)
-        except c2pa.C2paError:
+        except _ParentUnreadable:
             # the input's bytes (or the credentials in them) do not parse: the parent is
             # then recorded by title, format and sha256 only
             return self._sign(payload, step, source, overlays or {}, frozenset(used), False)
@@ -151,8 +155,11 @@ class ContentSigner:
             manifest["ingredients"] = [parent_ingredient(step)]
         with c2pa.Builder(manifest, context) as builder:
             if read_parent:
-                builder.add_ingredient(parent_ingredient(step), media_type(step.input_format),
-                                       io.BytesIO(source))
+                try:
+                    builder.add_ingredient(parent_ingredient(step),
+                                           media_type(step.input_format), io.BytesIO(source))
+                except c2pa.C2paError as exc:
+                    raise _ParentUnreadable(str(exc)) from None
             for name in sorted(used):
                 data = overlays[name]
                 builder.add_ingredient(
