@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.credentials.chain import ensure_chain
+from imgpipe.credentials.chain import ensure_chain, make_chain
 from imgpipe.credentials.embedded import may_carry_credentials
 from imgpipe.credentials.manifest import Step, actions
 from imgpipe.credentials.reading import inspect
@@ -160,13 +160,14 @@ def test_settings_need_a_chain_and_one_key_when_signing_is_on(tmp_path: Path) ->
     assert good is not None and ensure_chain(tmp_path) == files  # kept, not made again
 
 
-def test_a_callback_signs_for_a_key_kept_elsewhere(tmp_path: Path,
+@pytest.mark.parametrize(("alg", "callback"), [("ed25519", "sign"), ("es256", "sign_es256")])
+def test_a_callback_signs_for_a_key_kept_elsewhere(tmp_path: Path, alg: str, callback: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """C2PA_SIGNER_CALLBACK: a KMS or HSM signs; imgpipe never holds the key."""
-    files = ensure_chain(tmp_path)
+    files = make_chain(tmp_path, kind=alg)  # type: ignore[arg-type]
     monkeypatch.setenv("IMGPIPE_TEST_SIGNING_KEY", str(files.key))
     settings = load(ImageprocSettings, c2pa_sign="on", c2pa_cert_chain=files.chain,
-                    c2pa_signer_callback="tests.key_service:sign")
+                    c2pa_alg=alg, c2pa_signer_callback=f"tests.key_service:{callback}")
     signer = signer_from(settings)
     assert signer is not None
     _, out = signed(signer, image_bytes(100, 80), "format:png")
