@@ -12,7 +12,7 @@ dev` as a person runs it: seconds to the "open http://..." line, then jobs
 done: jobs per second and the median and 95th percentile from 202 to
 "done"; (e) a restart with ``--jobs`` accepted jobs waiting: seconds until
 they are all done. With ``--servers``, part (d) runs on the servers the environment names
-(``eval "$(python3 scripts/services.py env)"``), for comparison. Only
+(``eval "$(.venv/bin/python -m imgpipe.testing.servers env)"``), for comparison. Only
 loopback and a temporary directory are used.
 """
 
@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +35,12 @@ import pyvips
 
 from imgpipe.broker.embedded import EmbeddedBroker
 from imgpipe.broker.protocol import Delivery
+from imgpipe.client.api import Client
 from imgpipe.provstore.sqlite import SqliteProvenanceStore
 from imgpipe.storage.local import LocalStore
+from imgpipe.testing.processes import DevProcess, wait_answering
+
+BACKENDS = ("AMQP_", "S3_", "COUCHDB_", "RABBITMQ_")
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -139,14 +142,10 @@ def _png() -> bytes:
     return data
 
 
-async def _submit(session: aiohttp.ClientSession, url: str, png: bytes, count: int) -> list[str]:
-    form = aiohttp.FormData()
-    for i in range(count):
-        form.add_field("file", png, filename=f"b{i}.png")
-    async with session.post(f"{url}/upload", data=form,
-                            params={"pipeline": "resize:w=64/format:png"}) as resp:
-        assert resp.status == 202, await resp.text()
-        return [j["job_id"] for j in (await resp.json())["jobs"]]
+async def _submit(api: Client, png: bytes, count: int) -> list[str]:
+    jobs = await api.upload_files([(f"b{i}.png", png) for i in range(count)],
+                                  pipelines=["resize:w=64/format:png"])
+    return [j["job_id"] for j in jobs]
 
 
 async def _wait_done(session: aiohttp.ClientSession, url: str, jobs: list[str],
@@ -167,46 +166,37 @@ async def _wait_done(session: aiohttp.ClientSession, url: str, jobs: list[str],
 KEEP_SERVERS = False
 
 
-def _start_dev(data: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
-    env = {k: v for k, v in os.environ.items()
-           if KEEP_SERVERS or not k.startswith(("AMQP_", "S3_", "COUCHDB_", "RABBITMQ_"))}
+async def _start_dev(data: Path, port: int, logs: Path) -> tuple[DevProcess, float]:
+    """`imgpipe dev` on embedded backends (or, with --servers, on those the environment
+    names) and the seconds until it said where to open the page."""
+    env = {k: v for k, v in os.environ.items() if KEEP_SERVERS and k.startswith(BACKENDS)}
+    dev = DevProcess(env | {"LOG_LEVEL": "WARNING"}, data, logs, embedded=not KEEP_SERVERS)
+    dev.port = port
     start = time.perf_counter()
-    out = log.with_suffix(".out")
-    with out.open("wb") as stdout, log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "imgpipe.cli", "dev", "--port", str(port), "--data-dir",
-             str(data)], env=env | {"LOG_LEVEL": "WARNING"}, stdout=stdout, stderr=stderr)
-    while "imgpipe dev is running" not in out.read_text():
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.02)
-    return proc, time.perf_counter() - start
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(2)
-    proc.wait(60)
+    dev.start()
+    await dev.wait_ready()
+    return dev, time.perf_counter() - start
 
 
 async def bench_dev(root: Path, jobs: int, batch: int, port: int) -> dict[str, Any]:
     png = _png()
-    proc, startup = _start_dev(root / "dev", port, root / "dev-1.log")
-    url = f"http://127.0.0.1:{port}"
+    dev, startup = await _start_dev(root / "dev", port, root / "logs-1")
+    url = dev.upload_url
     accepted: dict[str, float] = {}
     latency: dict[str, float] = {}
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as session, Client(url) as api:
             start = time.perf_counter()
             waits = []
             for _ in range(0, jobs, batch):
-                ids = await _submit(session, url, png, batch)
+                ids = await _submit(api, png, batch)
                 now = time.perf_counter()
                 accepted.update({j: now for j in ids})
                 waits.append(asyncio.create_task(_wait_done(session, url, ids, accepted, latency)))
             await asyncio.gather(*waits)
             elapsed = time.perf_counter() - start
     finally:
-        _stop(proc)
+        dev.stop(timeout=60)
     lat = sorted(latency.values())
     result = {
         "startup_s": round(startup, 2),
@@ -234,26 +224,19 @@ async def _bench_restart(root: Path, jobs: int, batch: int, port: int, png: byte
     task = asyncio.create_task(run_upload(settings, stop=stop))
     url = f"http://127.0.0.1:{port}"
     ids: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(f"{url}/readyz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
+    await wait_answering(f"{url}/readyz")
+    async with Client(url) as api:
         for _ in range(0, jobs, batch):
-            ids += await _submit(session, url, png, batch)
+            ids += await _submit(api, png, batch)
     stop.set()
     await task
     start = time.perf_counter()
-    proc, _ = _start_dev(data, port, root / "dev-2.log")
+    dev, _ = await _start_dev(data, port, root / "logs-2")
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_done(session, url, ids, dict.fromkeys(ids, start), {})
     finally:
-        _stop(proc)
+        dev.stop(timeout=60)
     return {"restart_pending_jobs": len(ids),
             "restart_to_all_done_s": round(time.perf_counter() - start, 2)}
 

@@ -1,10 +1,11 @@
 """Shared pieces of imgpipe's benchmarks.
 
 * :class:`Servers` names RabbitMQ, S3 and CouchDB; :func:`private_servers`
-  starts private ones (``scripts/services.py``) and :meth:`Servers.from_env`
+  starts private ones (:mod:`imgpipe.testing.servers`) and :meth:`Servers.from_env`
   takes those named by the project's variables (the smoke tests use that).
-* :class:`Stack` runs ``imgpipe <service>`` processes with unique exchanges,
-  buckets and database, and reads their memory and CPU time from ``/proc``.
+* :class:`Stack` runs ``imgpipe <service>`` processes
+  (:class:`imgpipe.testing.processes.ServiceProcesses`: the run's own exchanges,
+  buckets and database); the ``/proc`` readings give their memory and CPU time.
 * :func:`image_set` makes (and caches) a deterministic set of photo-like images.
 * :class:`Watcher` sees each job's output stored (the stage's ``processed``
   event) and its provenance stored (CouchDB's changes feed).
@@ -18,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -29,15 +29,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aio_pika
 import aiohttp
+
+from imgpipe.client.api import Client
+from imgpipe.testing.names import run_name
+from imgpipe.testing.processes import ServiceProcesses
+from imgpipe.testing.servers.base import start_on_free_ports
+from imgpipe.testing.servers.couchdb import start_couchdb
+from imgpipe.testing.servers.rabbitmq import ensure_rabbitmq, start_rabbitmq
+from imgpipe.testing.servers.seaweedfs import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
@@ -50,19 +56,6 @@ READY_PORT_VARS = {
 }
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def load_services() -> ModuleType:
-    """``scripts/services.py`` as a module (it is imported by path, like the tests do)."""
-    name = "imgpipe_dev_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # --------------------------------------------------------------------------- servers
@@ -111,28 +104,28 @@ class Servers:
 
 @contextlib.contextmanager
 def private_servers(own_broker: bool = True) -> Iterator[Servers]:
-    """Start S3 and CouchDB (and RabbitMQ unless ``own_broker`` is False) for one run."""
-    services = load_services()
+    """Start S3 and CouchDB (and RabbitMQ unless ``own_broker`` is False) for one run;
+    which CouchDB: see :mod:`imgpipe.testing.servers.couchdb`."""
     with tempfile.TemporaryDirectory(prefix="imgpipe-bench-") as tmp:
         state = Path(tmp)
         started: list[Any] = []
         try:
-            s3 = services.start_s3(state / "s3", "auto", die_with_parent=True)
+            s3 = start_on_free_ports(lambda: S3Server(state / "s3", die_with_parent=True))
             started.append(s3)
-            couch = services.start_couchdb(state / "couchdb", "auto", die_with_parent=True)
+            couch: Any = start_couchdb(state / "couchdb", die_with_parent=True)
             started.append(couch)
             if own_broker:
-                broker = services.start_rabbitmq(state / "rabbitmq", "auto")
+                broker = start_rabbitmq(state / "rabbitmq")
                 started.append(broker)
             else:
-                broker = services.ensure_rabbitmq(state / "rabbitmq", fallback_ports="auto")
-            pids = {"s3 (weed)": s3.pid, "couchdb (pouchdb-server)": couch.pid}
+                broker = ensure_rabbitmq(state / "rabbitmq", fallback_ports="auto")
+            pids = {"s3 (weed)": s3.pid, f"couchdb ({couch.implementation})": couch.pid}
             if own_broker and broker.pid:
                 pids["rabbitmq (beam)"] = broker.pid
             yield Servers(
                 amqp_url=broker.url, s3_url=s3.url, s3_access_key=s3.access_key,
                 s3_secret_key=s3.secret_key, couchdb_url=couch.url, couchdb_user=couch.user,
-                couchdb_password=couch.password, pids=pids,
+                couchdb_password=couch.password, pids={k: p for k, p in pids.items() if p},
             )
         finally:
             for server in reversed(started):
@@ -201,120 +194,20 @@ def proc_meminfo_gib() -> float:
 # --------------------------------------------------------------------------- services
 
 
-@dataclass
-class Proc:
-    """One service process."""
-
-    key: str
-    popen: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-class Stack:
+class Stack(ServiceProcesses):
     """imgpipe's services as processes for one benchmark run, with names of their own."""
 
     def __init__(self, servers: Servers, logs: Path, *, env: Mapping[str, str] | None = None,
                  name: str | None = None) -> None:
+        super().__init__(name or run_name("b"), servers.env(), logs,
+                         env={"LOG_LEVEL": "warning", **(env or {})})
         self.servers = servers
-        self.name = name or f"b-{uuid.uuid4().hex[:8]}"
-        self.logs = logs
-        logs.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, Proc] = {}
-        services = load_services()
-        self._free_ports = services.free_ports
-        self.env: dict[str, str] = {
-            **servers.env(),
-            "AMQP_EXCHANGE_SUBSCRIBE": f"{self.name}.uploaded",
-            "AMQP_EXCHANGE_PUBLISH": f"{self.name}.processed",
-            "AMQP_EXCHANGE_PROV": f"{self.name}.provenance",
-            "S3_INPUT_BUCKET": f"{self.name}-in",
-            "S3_OUTPUT_BUCKET": f"{self.name}-out",
-            "COUCHDB_DB": f"{self.name}-prov",
-            "SHUTDOWN_GRACE": "5",
-            "LOG_LEVEL": "warning",
-            **(env or {}),
-        }
-
-    def url(self, key: str) -> str:
-        return f"http://127.0.0.1:{self.procs[key].port}"
-
-    def start(self, service: str, key: str | None = None, **extra: str) -> Proc:
-        """Start ``imgpipe <service>`` (``key`` names a second instance, e.g. 'runner-2')."""
-        key = key or service
-        port = self._free_ports(1)[0]
-        env = os.environ | self.env | {READY_PORT_VARS[service]: str(port)} | extra
-        if service == "runner":
-            env.setdefault("IMAGEPROC_URL", self.url("imageproc"))
-        with open(self.logs / f"{key}.log", "ab") as log:
-            popen = subprocess.Popen([*IMGPIPE, service], env=env, stdout=log, stderr=log)
-        self.procs[key] = Proc(key, popen, port)
-        return self.procs[key]
-
-    def log_tail(self, key: str, chars: int = 3000) -> str:
-        path = self.logs / f"{key}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    async def wait_ready(self, keys: Sequence[str] | None = None, timeout: float = 60) -> None:
-        """Wait until each service's ``/readyz`` answers 200."""
-        async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(self._ready(session, k, timeout) for k in keys or self.procs))
-
-    async def _ready(self, session: aiohttp.ClientSession, key: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = self.procs[key]
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"{key} exited with {proc.popen.returncode}:\n{self.log_tail(key)}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{self.url(key)}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{key} not ready after {timeout}s:\n{self.log_tail(key)}")
-            await asyncio.sleep(0.1)
-
-    def pids(self) -> dict[str, int]:
-        return {key: proc.pid for key, proc in self.procs.items()}
-
-    def stop_all(self, timeout: float = 20) -> None:
-        for proc in self.procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-        self.procs.clear()
 
     async def remove_names(self) -> None:
         """Delete this run's queues, exchanges and database (best effort)."""
-        exchanges = [self.env[k] for k in
-                     ("AMQP_EXCHANGE_SUBSCRIBE", "AMQP_EXCHANGE_PUBLISH", "AMQP_EXCHANGE_PROV")]
         with contextlib.suppress(Exception):
-            connection = await aio_pika.connect(self.servers.amqp_url)
-            async with connection:
-                for exchange in exchanges:
-                    for queue in (f"imgpipe.{exchange}", f"imgpipe.{exchange}.dlq"):
-                        with contextlib.suppress(Exception):
-                            channel = await connection.channel()
-                            await channel.queue_delete(queue)
-                            await channel.close()
-                    for name in (exchange, f"imgpipe.{exchange}.dlx"):
-                        with contextlib.suppress(Exception):
-                            channel = await connection.channel()
-                            await channel.exchange_delete(name)
-                            await channel.close()
-        url = f"{self.servers.couchdb_url}/{self.env['COUCHDB_DB']}"
-        with contextlib.suppress(Exception):
-            async with aiohttp.ClientSession(headers=couch_headers(self.servers)) as session, \
-                    session.delete(url):
-                pass
+            await self.names.remove(self.servers.amqp_url,
+                                    (self.servers.couchdb_url, couch_headers(self.servers)))
 
 
 def couch_headers(servers: Servers) -> dict[str, str]:
@@ -550,8 +443,8 @@ class Watcher:
             await self._connection.close()
 
 
-async def upload_all(session: aiohttp.ClientSession, base: str, images: Sequence[Image],
-                     clients: int, pipeline: str | None = None) -> dict[str, tuple[float, float]]:
+async def upload_all(api: Client, images: Sequence[Image], clients: int,
+                     pipeline: str | None = None) -> dict[str, tuple[float, float]]:
     """Upload every image, ``clients`` at a time; job id -> (sent at, 202 at)."""
     jobs: dict[str, tuple[float, float]] = {}
     todo = list(reversed(images))
@@ -559,16 +452,9 @@ async def upload_all(session: aiohttp.ClientSession, base: str, images: Sequence
     async def client() -> None:
         while todo:
             image = todo.pop()
-            form = aiohttp.FormData()
-            form.add_field("file", image.data, filename=image.name,
-                           content_type=f"image/{image.format}")
-            params = {"pipeline": pipeline} if pipeline else None
             sent = time.perf_counter()
-            async with session.post(f"{base}/upload", data=form, params=params) as resp:
-                body = await resp.read()
-                if resp.status != 202:
-                    raise RuntimeError(f"upload of {image.name}: {resp.status} {body[:300]!r}")
-            jobs[json.loads(body)["jobs"][0]["job_id"]] = (sent, time.perf_counter())
+            job = await api.upload(image.data, filename=image.name, pipeline=pipeline)
+            jobs[job["job_id"]] = (sent, time.perf_counter())
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return jobs
@@ -580,3 +466,23 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=600)) as session:
         yield session
+
+
+@contextlib.contextmanager
+def servers_for(external: bool, shared_broker: bool) -> Iterator[Servers]:
+    """The servers named by the environment (``--external``), or private ones."""
+    if external:
+        yield Servers.from_env()
+    else:
+        with private_servers(not shared_broker) as servers:
+            yield servers
+
+
+def finish(report: dict[str, Any], out: Path | None, as_json: bool,
+           table: Callable[[dict[str, Any]], str]) -> int:
+    """Write the report to ``out`` (if given) and print it as JSON or as tables."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if as_json else table(report))
+    return 0

@@ -19,9 +19,8 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -30,9 +29,15 @@ from pathlib import Path
 import aiohttp
 import pyvips
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+
 from imgpipe.domain.pipeline import parse_pipeline
 from imgpipe.imageproc.engine import process, vips_version
 from imgpipe.imageproc.safety import Limits, configure_vips
+from imgpipe.testing.names import run_name
+from imgpipe.testing.processes import ServiceProcesses
 
 
 @dataclass
@@ -79,19 +84,6 @@ def make_cases(smoke: bool) -> list[Case]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def in_process(case: Case, requests: int, workers: int) -> tuple[float, int]:
     pipeline = parse_pipeline(case.pipeline)
     limits = Limits(max_pixels=100_000_000, max_bytes=200 * 1024 * 1024)
@@ -132,36 +124,18 @@ async def over_http(base: str, case: Case, requests: int, clients: int) -> float
         return requests / (time.perf_counter() - started)
 
 
-def start_service(port: int, workers: int, clients: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
+def start_service(logs: Path, workers: int, clients: int) -> ServiceProcesses:
+    """``imgpipe imageproc`` alone, as a process of its own."""
+    service = ServiceProcesses(run_name("b"), {}, logs, env={
         "IMAGEPROC_HOST": "127.0.0.1",
-        "IMAGEPROC_PORT": str(port),
         "IMAGEPROC_WORKERS": str(workers),
         "IMAGEPROC_QUEUE": str(clients * 2),
         "IMAGEPROC_MAX_PIXELS": "100000000",
         "IMAGEPROC_MAX_BYTES": str(200 * 1024 * 1024),
         "LOG_LEVEL": "warning",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "imgpipe.cli", "imageproc"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_ready(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(f"{base}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("imageproc did not become ready")
+    })
+    service.start("imageproc")
+    return service
 
 
 def run(
@@ -170,12 +144,12 @@ def run(
     configure_vips()
     load_before = os.getloadavg()[0]
     cases = make_cases(smoke)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    service = start_service(port, workers, clients)
+    logs = tempfile.TemporaryDirectory(prefix="imgpipe-bench-")
+    service = start_service(Path(logs.name), workers, clients)
+    base = service.url("imageproc")
     rows: list[Row] = []
     try:
-        asyncio.run(wait_ready(base))
+        asyncio.run(service.wait_ready())
         for case in cases:
             a = b = 0.0
             for _ in range(rounds):
@@ -185,10 +159,10 @@ def run(
             rows.append(
                 Row(case.name, case.pipeline, case.input, size, requests, a, b, b / a)
             )
-        rss = peak_rss_mb(service.pid)
+        rss = harness.peak_rss_mb(service.pids()["imageproc"])
     finally:
-        service.terminate()
-        service.wait(30)
+        service.stop_all(timeout=30)
+        logs.cleanup()
     return {
         "libvips": vips_version(),
         "python": platform.python_version(),

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 from harness import Servers, Stack, Watcher
+
+from imgpipe.client.api import Client
 
 ALLOCATORS: dict[str, dict[str, str]] = {
     "default": {},
@@ -167,13 +167,13 @@ async def case_jobs(servers: Servers, logs: Path, jobs: int, allocator: str,
         step = min(CHECKPOINT, jobs) if jobs >= CHECKPOINT else max(1, jobs // 2)
         base = stack.url("upload-server")
         started = time.perf_counter()
-        async with harness.http_session() as session:
+        async with Client(base, timeout=600) as api:
             while done < jobs:
                 batch = [images[(done + i) % len(images)] for i in range(min(step, jobs - done))]
                 sent: dict[str, tuple[float, float]] = {}
                 for pipeline in pipelines:
                     chosen = batch[pipelines.index(pipeline)::len(pipelines)]
-                    sent |= await harness.upload_all(session, base, chosen, 4, pipeline)
+                    sent |= await harness.upload_all(api, chosen, 4, pipeline)
                 await watcher.wait(list(sent), timeout=max(120.0, 3.0 * len(batch)))
                 done += len(batch)
                 series.append({"jobs": done, "rss_mb": {k: harness.rss_mb(p)
@@ -272,9 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                                png_megapixels=(0.05, 0.1) if smoke else (0.5, 3.0))
     report: dict[str, Any] = {"benchmark": "memory", "machine": harness.machine(),
                               "smoke": smoke, "results": []}
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
-        servers = (Servers.from_env() if args.external
-                   else stack.enter_context(harness.private_servers(not args.shared_broker)))
+    with harness.servers_for(args.external, args.shared_broker) as servers, \
+            tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
         for r in range(repeat if {"upload", "thumbnail"} & set(cases) else 0):
             if "upload" in cases:
                 report["results"].append(asyncio.run(case_upload(servers, Path(logs), upload_mb)))
@@ -287,11 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                                args.runners))
                 report["results"].append(result)
                 print(f"jobs with {allocator}: {result['growth_mb']}", file=sys.stderr)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2) if args.json else tables(report))
-    return 0
+    return harness.finish(report, args.out, args.json, tables)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 from harness import Image, Servers, Stack, Watcher
+
+from imgpipe.client.api import Client
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def latency_summary(jobs: dict[str, tuple[float, float]], watcher: Watcher) -> d
     return out
 
 
-async def paced(session: Any, base: str, images: list[Image], rate: float,
+async def paced(api: Client, images: list[Image], rate: float,
                 pipeline: str | None) -> dict[str, tuple[float, float]]:
     """Upload ``images`` one at a time at ``rate`` per second (open loop)."""
     jobs: dict[str, tuple[float, float]] = {}
@@ -109,7 +110,7 @@ async def paced(session: Any, base: str, images: list[Image], rate: float,
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(harness.upload_all(session, base, [image], 1, pipeline)))
+        tasks.append(asyncio.create_task(harness.upload_all(api, [image], 1, pipeline)))
     for done in await asyncio.gather(*tasks):
         jobs.update(done)
     return jobs
@@ -131,14 +132,14 @@ async def end_to_end(servers: Servers, images: list[Image], config: Config, *, c
         await stack.wait_ready()
         await watcher.start()
         base = stack.url("upload-server")
-        async with harness.http_session() as session:
-            warm = await harness.upload_all(session, base, images[:warmup], clients, pipeline)
+        async with Client(base, timeout=600) as api:
+            warm = await harness.upload_all(api, images[:warmup], clients, pipeline)
             await watcher.wait(list(warm), timeout=120)
             pids = stack.pids() | dict(servers.pids)
             cpu_before = {k: harness.cpu_seconds(p) for k, p in pids.items()}
             client_cpu = time.process_time()
             profilers = harness.start_profilers(stack, profile / config.label) if profile else []
-            jobs = await harness.upload_all(session, base, images, clients, pipeline)
+            jobs = await harness.upload_all(api, images, clients, pipeline)
             await watcher.wait(list(jobs), timeout=max(120.0, 3.0 * len(images)))
             harness.stop_profilers(profilers)
             first = min(sent for sent, _ in jobs.values())
@@ -159,7 +160,7 @@ async def end_to_end(servers: Servers, images: list[Image], config: Config, *, c
             if paced_count:
                 rate = result["images_per_s"] / 2
                 subset = images[:paced_count]
-                slow = await paced(session, base, subset, rate, pipeline)
+                slow = await paced(api, subset, rate, pipeline)
                 await watcher.wait(list(slow), timeout=max(120.0, 3.0 * len(subset)))
                 result["paced"] = {"rate_per_s": rate, **latency_summary(slow, watcher)}
         result["peak_rss_mb"] = {k: harness.peak_rss_mb(p) for k, p in stack.pids().items()}
@@ -304,9 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": args.pipeline, "clients": args.clients, "repeat": repeat,
         "threads": args.threads, "env": env, "runs": [],
     }
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
-        servers = (Servers.from_env() if args.external
-                   else stack.enter_context(harness.private_servers(not args.shared_broker)))
+    with harness.servers_for(args.external, args.shared_broker) as servers, \
+            tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
         for r in range(repeat):
             run: dict[str, Any] = {"in_process": in_process(images, args.pipeline, args.threads),
                                    "configs": []}
@@ -323,11 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"].append(run)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["summary"] = summarize(report["runs"])
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2) if args.json else table(report))
-    return 0
+    return harness.finish(report, args.out, args.json, table)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ setup_imgpipe() {
         .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
         echo "$want" > .venv/.imgpipe-installed
     fi
-    .venv/bin/python scripts/services.py install >/dev/null
+    .venv/bin/python -m imgpipe.testing.servers install >/dev/null
 }
 
 with_setup_lock() {

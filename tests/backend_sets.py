@@ -15,19 +15,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from imgpipe.broker.open import open_broker
-from imgpipe.broker.policy import DEFAULT_DELAYS
 from imgpipe.broker.protocol import Broker
-from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.storage.open import open_object_store
 from imgpipe.storage.protocol import ObjectStore
+from imgpipe.testing.names import RunNames
 
 BACKEND_SETS = ("embedded", "servers")
 
@@ -51,15 +49,8 @@ def backend_env_for(
     backend_set: str, request: pytest.FixtureRequest, data_dir: Path, name: str
 ) -> dict[str, str]:
     """Environment variables selecting ``backend_set`` (embedded ones under ``data_dir``),
-    with exchanges, buckets and database named after ``name``."""
-    names = {
-        "AMQP_EXCHANGE_SUBSCRIBE": f"{name}-uploaded",
-        "AMQP_EXCHANGE_PUBLISH": f"{name}-processed",
-        "AMQP_EXCHANGE_PROV": f"{name}-provenance",
-        "S3_INPUT_BUCKET": f"{name}-input",
-        "S3_OUTPUT_BUCKET": f"{name}-output",
-        "COUCHDB_DB": name.replace("-", "_"),
-    }
+    with the exchanges, buckets and database of the run ``name`` (:class:`RunNames`)."""
+    names = RunNames(name).env()
     if backend_set == "embedded":
         return embedded_env(data_dir) | names
     rabbitmq = request.getfixturevalue("rabbitmq_server")
@@ -82,51 +73,21 @@ def settings_of(cls: type[Any], env: dict[str, str]) -> Any:
     return load(cls, **{k.lower(): v for k, v in env.items()})
 
 
-async def delete_amqp_names(url: str, exchanges: list[str], queues: list[str]) -> None:
-    """Remove a test's queues and exchanges from a shared RabbitMQ."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        for kind, name in [("queue", q) for q in queues] + [("exchange", e) for e in exchanges]:
-            channel = await connection.channel()
-            try:
-                if kind == "queue":
-                    await channel.queue_delete(name)
-                else:
-                    await channel.exchange_delete(name)
-            except aio_pika.exceptions.AMQPError:
-                pass
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-
-
 #: Retry delays broker tests may use (their retry queues are removed after the test).
 TEST_DELAYS = (0.05, 0.1)
-
-
-def extra_queue(unique_name: str) -> str:
-    """A second queue name a broker test may use (removed after the test)."""
-    return f"{unique_name}-extra"
 
 
 @pytest.fixture
 async def broker(backend_env: dict[str, str], unique_name: str) -> AsyncIterator[Broker]:
     """A broker of the backend set; tests use the exchanges named in ``backend_env``
-    and, for a second queue, :func:`extra_queue`."""
+    and, for a second queue, ``RunNames(unique_name).extra_queue``."""
     opened = await open_broker(settings_of(AmqpSettings, backend_env), name=unique_name)
     try:
         yield opened
     finally:
         await opened.close()
         if not backend_env["AMQP_URL"].startswith("file:"):
-            exchanges = [backend_env[k] for k in backend_env if k.startswith("AMQP_EXCHANGE_")]
-            queues = [work_queue_name(e) for e in exchanges] + [extra_queue(unique_name)]
-            names = [topology(q) for q in queues]
-            delays = set(DEFAULT_DELAYS) | set(TEST_DELAYS)
-            queues += [n.dead_letter_queue for n in names]
-            queues += [n.retry_queue(d) for n in names for d in delays]
-            exchanges += [n.dead_letter_exchange for n in names]
-            await delete_amqp_names(backend_env["AMQP_URL"], exchanges, queues)
+            await RunNames(unique_name).remove(backend_env["AMQP_URL"], delays=TEST_DELAYS)
 
 
 @pytest.fixture

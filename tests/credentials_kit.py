@@ -13,7 +13,7 @@ from imgpipe.credentials.manifest import Step
 from imgpipe.credentials.signing import ContentSigner, SigningKey
 from imgpipe.domain.pipeline import parse_pipeline
 from imgpipe.imageproc.engine import process
-from tests.servers import services
+from imgpipe.testing.node import install_c2pa_ts
 
 VERIFY_SCRIPT = Path(__file__).resolve().parent / "c2pa_ts" / "verify.mjs"
 
@@ -50,7 +50,7 @@ def flip_in_payload(payload: bytes, signed_bytes: bytes) -> bytes:
 
 def second_reader(paths: list[Path]) -> list[dict[str, Any]]:
     """Validate files with c2pa-ts (TypeScript, independent of c2pa-rs)."""
-    node_dir = services.install_c2pa_ts().parent.parent.parent
+    node_dir = install_c2pa_ts()
     done = subprocess.run(
         ["node", "--input-type=module", "-", *map(str, paths)], input=VERIFY_SCRIPT.read_text(),
         cwd=node_dir, capture_output=True, text=True, timeout=60, check=True,

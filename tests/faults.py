@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pydantic import SecretStr
 
+from imgpipe.client.api import ApiError, Client
 from imgpipe.provstore.couch import CouchStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
 from imgpipe.storage.s3 import S3Store
-from tests.system import System
+from imgpipe.testing.processes import ServiceProcesses
 
 REPORT = Path(__file__).resolve().parent.parent / "test-artifacts" / "fault-report.json"
 COMPLETE = ("job.received", "step.started", "step.completed")
@@ -32,7 +32,7 @@ COMPLETE = ("job.received", "step.started", "step.completed")
 class Batch:
     """Uploads sent to one system during a fault test, and what was answered."""
 
-    system: System
+    system: ServiceProcesses
     pipeline: str = "resize:w=48/format:png"
     accepted: dict[str, str] = field(default_factory=dict)  # job id -> expected: done|failed|any
     refused: Counter[int] = field(default_factory=Counter)  # status -> count (final answers)
@@ -41,31 +41,28 @@ class Batch:
 
     async def upload(
         self, data: bytes, *, name: str = "img.png", expect: str = "done",
-        retry_503: bool = True, deadline: float = 60.0, headers: dict[str, str] | None = None,
+        retry_503: bool = True, deadline: float = 60.0, token: str | None = None,
     ) -> str | None:
         """POST one file; on 503 wait Retry-After and try again (as a client would)."""
         stop = time.monotonic() + deadline
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with Client(self.system.upload_url, token=token, timeout=30) as client:
             while True:
-                form = aiohttp.FormData()
-                form.add_field("file", data, filename=name, content_type="application/octet-stream")
                 try:
-                    async with http.post(f"{self.system.upload_url}/upload", data=form,
-                                         params={"pipeline": self.pipeline},
-                                         headers=headers) as resp:
-                        body = await resp.json(content_type=None)
-                        status, retry_after = resp.status, resp.headers.get("Retry-After")
-                except (TimeoutError, aiohttp.ClientError):
-                    status, body, retry_after = 0, {}, "1"
-                if status == 202:
-                    [job] = body["jobs"]
+                    job = await client.upload(data, filename=name, pipeline=self.pipeline)
+                except TimeoutError:
+                    status, retry_after = 0, 1.0
+                except ApiError as exc:
+                    status, retry_after = exc.status or 0, exc.retry_after
+                    if status == 0:  # unreachable
+                        retry_after = 1.0
+                    elif status == 503:
+                        self.retry_after_seen &= retry_after is not None
+                else:
                     self.accepted[job["job_id"]] = expect
                     return str(job["job_id"])
-                if status == 503:
-                    self.retry_after_seen &= retry_after is not None
                 if status in (0, 503) and retry_503 and time.monotonic() < stop:
                     self.retried_503 += 1
-                    await asyncio.sleep(min(float(retry_after or 1), 2.0))
+                    await asyncio.sleep(min(retry_after or 1.0, 2.0))
                     continue
                 self.refused[status] += 1
                 return None
@@ -81,7 +78,7 @@ class Batch:
         return list(await asyncio.gather(*(one(d) for d in images)))
 
 
-def stores(system: System) -> tuple[S3Store, CouchStore]:
+def stores(system: ServiceProcesses) -> tuple[S3Store, CouchStore]:
     env = system.env
     s3 = S3Store(S3Settings(s3_url=env["S3_URL"], s3_access_key=env["S3_ACCESS_KEY"],
                             s3_secret_key=SecretStr(env["S3_SECRET_KEY"])))
@@ -104,7 +101,7 @@ class Snapshot:
         return [k for k in self.outputs if k.startswith(f"jobs/{job}/")]
 
 
-async def snapshot(system: System) -> Snapshot:
+async def snapshot(system: ServiceProcesses) -> Snapshot:
     s3, couch = stores(system)
     await s3.connect()
     try:
@@ -124,7 +121,7 @@ def settled(snap: Snapshot, job: str) -> bool:
     return "step.failed" in kinds or set(COMPLETE) <= kinds
 
 
-async def settle(system: System, jobs: list[str], timeout: float = 120) -> Snapshot:
+async def settle(system: ServiceProcesses, jobs: list[str], timeout: float = 120) -> Snapshot:
     """Wait until every job is done or failed (or the timeout passes); the last snapshot."""
     deadline = time.monotonic() + timeout
     while True:
@@ -194,7 +191,7 @@ def verdict(snap: Snapshot, accepted: dict[str, str]) -> Verdict:
     return v
 
 
-async def check_outputs(system: System, snap: Snapshot, accepted: dict[str, str]) -> list[str]:
+async def check_outputs(system: ServiceProcesses, snap: Snapshot, accepted: dict[str, str]) -> list[str]:
     """Output objects whose bytes do not match the sha256 their record names."""
     s3, _ = stores(system)
     await s3.connect()

@@ -6,36 +6,31 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
 
+from imgpipe.client.api import Client
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
 from imgpipe.storage.open import open_object_store
 from imgpipe.storage.protocol import ObjectStore
+from imgpipe.testing.processes import ServiceProcesses
 from tests.backend_sets import settings_of
-from tests.system import System, wait_for
+from tests.system import wait_for
 
 
-async def submit(system: System, data: bytes, *pipelines: str, name: str = "image") -> str:
+async def submit(system: ServiceProcesses, data: bytes, *pipelines: str, name: str = "image") -> str:
     """Upload ``data`` with ``pipelines``; the job id."""
-    form = aiohttp.FormData()
-    form.add_field("file", data, filename=name, content_type="application/octet-stream")
-    for pipeline in pipelines:
-        form.add_field("pipeline", pipeline)
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{system.upload_url}/upload", data=form
-    ) as resp:
-        assert resp.status == 202, await resp.text()
-        [job] = (await resp.json())["jobs"]
-        return str(job["job_id"])
+    async with Client(system.upload_url) as client:
+        [job] = await client.upload_files([(name, data)], pipelines=pipelines)
+    return str(job["job_id"])
 
 
-async def call(system: System, method: str, path: str, **params: str) -> tuple[int, Any]:
+async def call(system: ServiceProcesses, method: str, path: str, **params: str) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session, session.request(
         method, f"{system.upload_url}{path}", params=params
     ) as resp:
@@ -45,7 +40,7 @@ async def call(system: System, method: str, path: str, **params: str) -> tuple[i
         return resp.status, body
 
 
-async def wait_done(system: System, job_id: str, outputs: int = 1, timeout: float = 90) -> Any:
+async def wait_done(system: ServiceProcesses, job_id: str, outputs: int = 1, timeout: float = 90) -> Any:
     """The job's view once it has ``outputs`` outputs (failing fast on a failed job)."""
     async def ready() -> Any:
         status, view = await call(system, "GET", f"/jobs/{job_id}")
@@ -56,7 +51,7 @@ async def wait_done(system: System, job_id: str, outputs: int = 1, timeout: floa
     return await wait_for(ready, timeout=timeout)
 
 
-async def verify(system: System, job_id: str) -> dict[str, Any]:
+async def verify(system: ServiceProcesses, job_id: str) -> dict[str, Any]:
     status, report = await call(system, "POST", f"/jobs/{job_id}/verify")
     assert status == 200, report
     assert isinstance(report, dict)
@@ -64,26 +59,25 @@ async def verify(system: System, job_id: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def opened_objects(system: Any) -> AsyncIterator[ObjectStore]:
+async def _closing(opening: Awaitable[Any]) -> AsyncIterator[Any]:
+    store = await opening
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def opened_objects(system: Any) -> AbstractAsyncContextManager[ObjectStore]:
     """The system's object store (S3 or embedded), opened as its services open it."""
-    store = await open_object_store(settings_of(S3Settings, system.env))
-    try:
-        yield store
-    finally:
-        await store.close()
+    return _closing(open_object_store(settings_of(S3Settings, system.env)))
 
 
-@asynccontextmanager
-async def opened_provenance(system: Any) -> AsyncIterator[ProvenanceStore]:
+def opened_provenance(system: Any) -> AbstractAsyncContextManager[ProvenanceStore]:
     """The system's provenance database (CouchDB or embedded SQLite)."""
-    store = await open_provenance_store(settings_of(CouchSettings, system.env))
-    try:
-        yield store
-    finally:
-        await store.close()
+    return _closing(open_provenance_store(settings_of(CouchSettings, system.env)))
 
 
-async def imgpipe(system: System, *args: str) -> tuple[int, str, str]:
+async def imgpipe(system: ServiceProcesses, *args: str) -> tuple[int, str, str]:
     """Run the ``imgpipe`` command with the system's settings: exit status, stdout, stderr."""
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "imgpipe.cli", *args], capture_output=True,

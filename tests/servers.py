@@ -1,43 +1,36 @@
 """Pytest plugin: real servers for the test session, on free loopback ports.
 
-Loaded from ``tests/conftest.py``. Session-scoped fixtures start private S3 (SeaweedFS)
-and CouchDB API (pouchdb-server) servers under a temporary state dir and stop them at
-the end; ``rabbitmq_url`` uses the broker on 127.0.0.1:5672, or starts a private one.
-A test may ``stop()`` and ``start()`` a server (same port, same data); a server left
-stopped by a test is started again after that test.
+Loaded from ``tests/conftest.py``; the servers come from :mod:`imgpipe.testing.servers`.
+Session-scoped fixtures start private S3 (SeaweedFS) and CouchDB servers under a
+temporary state dir and stop them at the end (which CouchDB: see
+:mod:`imgpipe.testing.servers.couchdb`; the header of the test run names it);
+``rabbitmq_url`` uses the broker on 127.0.0.1:5672, or starts a private one. A test may
+``stop()`` and ``start()`` a server (same port, same data); a server left stopped by a
+test is started again after that test.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SERVICES_PATH = Path(__file__).resolve().parent.parent / "scripts" / "services.py"
-
-
-def _load_services() -> ModuleType:
-    name = "imgpipe_dev_services"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SERVICES_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-services = _load_services()
-"""``scripts/services.py`` as a module: ``services.S3Server``, ``services.start_s3`` ..."""
+from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.testing.names import run_name
+from imgpipe.testing.servers.base import start_on_free_ports
+from imgpipe.testing.servers.couchdb import couchdb_choice, start_couchdb
+from imgpipe.testing.servers.rabbitmq import RabbitMQServer, ensure_rabbitmq, start_rabbitmq
+from imgpipe.testing.servers.seaweedfs import S3Server
 
 _restartable: list[Any] = []
+
+
+def pytest_report_header() -> str:
+    how, where = couchdb_choice()
+    return {"url": "CouchDB: the running server at IMGPIPE_TEST_COUCHDB_URL",
+            "release": f"CouchDB: Apache CouchDB from {where}"}.get(how, f"CouchDB: {where}")
 
 
 @pytest.fixture(scope="session")
@@ -47,28 +40,24 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_server(services_dir: Path) -> Iterator[Any]:
-    """The broker (``services.RabbitMQServer``): url, user, password, port, started."""
-    server = services.ensure_rabbitmq(services_dir / "rabbitmq", fallback_ports="auto")
+def rabbitmq_server(services_dir: Path) -> Iterator[RabbitMQServer]:
+    """The broker: url, user, password, port, started."""
+    server = ensure_rabbitmq(services_dir / "rabbitmq", fallback_ports="auto")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_url(rabbitmq_server: Any) -> str:
+def rabbitmq_url(rabbitmq_server: RabbitMQServer) -> str:
     """AMQP URL with credentials, e.g. ``amqp://guest:guest@127.0.0.1:5672/``."""
-    url: str = rabbitmq_server.url
-    return url
+    return rabbitmq_server.url
 
 
 @pytest.fixture(scope="session")
-def s3_server(services_dir: Path) -> Iterator[Any]:
-    """A private SeaweedFS S3 server (``services.S3Server``).
-
-    Attributes: url, access_key, secret_key, region, port, ports, pid, running, data_dir;
-    methods stop(), start(), env().
-    """
-    server = services.start_s3(services_dir / "s3", "auto", die_with_parent=True)
+def s3_server(services_dir: Path) -> Iterator[S3Server]:
+    """A private SeaweedFS S3 server: url, access_key, secret_key, region, env(),
+    stop(), start()."""
+    server = start_on_free_ports(lambda: S3Server(services_dir / "s3", die_with_parent=True))
     _restartable.append(server)
     yield server
     _restartable.remove(server)
@@ -77,16 +66,15 @@ def s3_server(services_dir: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def couchdb_server(services_dir: Path) -> Iterator[Any]:
-    """A private pouchdb-server (``services.CouchDBServer``) with an admin user.
-
-    Attributes: url (no credentials), user, password, port, pid, running, data_dir;
-    methods stop(), start(), env(), auth_headers().
-    """
-    server = services.start_couchdb(services_dir / "couchdb", "auto", die_with_parent=True)
-    _restartable.append(server)
+    """The session's CouchDB with an admin user: url (no credentials), user, password,
+    env(), auth_headers(); stop() and start() unless ``restartable`` is False."""
+    server: Any = start_couchdb(services_dir / "couchdb", die_with_parent=True)
+    if server.restartable:
+        _restartable.append(server)
     yield server
-    _restartable.remove(server)
-    server.stop(grace=0)  # its data is thrown away: no need to wait for a clean exit
+    if server.restartable:
+        _restartable.remove(server)
+    server.stop(grace=5)
 
 
 @pytest.fixture(autouse=True)
@@ -99,17 +87,26 @@ def _restart_stopped_servers() -> Iterator[None]:
 
 
 @pytest.fixture
+async def rabbitmq_broker(rabbitmq_url: str, request: pytest.FixtureRequest
+                          ) -> AsyncIterator[AmqpBroker]:
+    """imgpipe's RabbitMQ broker, connected to the session's broker."""
+    broker = AmqpBroker(rabbitmq_url, name=f"imgpipe-{request.module.__name__}")
+    await broker.connect()
+    yield broker
+    await broker.close()
+
+
+@pytest.fixture
 def unique_name() -> str:
-    """A fresh name for a queue, exchange, bucket or database: ``t-<8 hex digits>``."""
-    return f"t-{uuid.uuid4().hex[:8]}"
+    """This test's run name (:func:`imgpipe.testing.names.run_name`): ``t-<8 hex digits>``."""
+    return run_name("t")
 
 
 @pytest.fixture(scope="session")
-def private_rabbitmq_server(services_dir: Path) -> Iterator[Any]:
-    """A broker of the session's own (``services.RabbitMQServer``), for tests that stop
-    and restart it: url, user, password, port, pid; stop(), start(). Takes 5-15 s to start.
-    """
-    server = services.start_rabbitmq(services_dir / "private-rabbitmq", "auto")
+def private_rabbitmq_server(services_dir: Path) -> Iterator[RabbitMQServer]:
+    """A broker of the session's own, for tests that stop and restart it: url, port, pid;
+    stop(), start(). Takes 5-15 s to start."""
+    server = start_rabbitmq(services_dir / "private-rabbitmq")
     _restartable.append(server)
     yield server
     _restartable.remove(server)

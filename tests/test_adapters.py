@@ -78,11 +78,9 @@ async def test_missing_object_and_wrong_keys(s3_server: Any, s3: S3Store, unique
 
 
 @pytest.fixture
-async def broker(rabbitmq_url: str) -> AsyncIterator[AmqpBroker]:
-    b = AmqpBroker(rabbitmq_url, name="imgpipe-test")
-    await b.connect()
-    yield b
-    await b.close()
+def broker(rabbitmq_broker: AmqpBroker) -> AmqpBroker:
+    """This module's broker is RabbitMQ (the session's)."""
+    return rabbitmq_broker
 
 
 async def test_publish_consume_and_outcomes(broker: AmqpBroker, unique_name: str) -> None:

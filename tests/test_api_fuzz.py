@@ -11,8 +11,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imgpipe.testing.processes import ServiceProcesses
 from imgpipe.upload.reasons import ERROR_REASONS
-from tests.system import System
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -64,7 +64,7 @@ def _streams(doc: dict[str, Any], operation: Any) -> bool:
     return "text/event-stream" in ok.get("content", {})
 
 
-def test_generated_requests_never_break_the_upload_service(shared_system: System) -> None:
+def test_generated_requests_never_break_the_upload_service(shared_system: ServiceProcesses) -> None:
     url = shared_system.upload_url
     doc = requests.get(f"{url}/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(doc)

@@ -23,7 +23,8 @@ from imgpipe.errors import PermanentError, TransientError, Unavailable
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import AmqpSettings
 from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
-from tests.backend_sets import TEST_DELAYS, extra_queue, settings_of
+from imgpipe.testing.names import RunNames
+from tests.backend_sets import TEST_DELAYS, settings_of
 
 WAIT = 30.0
 
@@ -104,7 +105,7 @@ async def test_every_bound_queue_gets_a_copy(
 ) -> None:
     exchange = backend_env["AMQP_EXCHANGE_PROV"]
     first = await broker.declare_work_queue(exchange)
-    second = await broker.declare_work_queue(exchange, extra_queue(unique_name))
+    second = await broker.declare_work_queue(exchange, RunNames(unique_name).extra_queue)
     await broker.publish(exchange, b"both", message_id="m-1")
     inboxes = [Inbox(), Inbox()]
     consumers = [await broker.consume(q, i, prefetch=1) for q, i in zip((first, second), inboxes, strict=True)]

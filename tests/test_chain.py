@@ -12,24 +12,21 @@ from typing import Any
 from prov.model import ProvDocument
 
 from imgpipe.domain.pipeline import parse_pipeline
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
 from tests.prov_system import call, imgpipe, submit, verify, wait_done
-from tests.servers import services
-from tests.system import System
 
 
-async def start_second_stage(system: System) -> str:
+async def start_second_stage(system: ServiceProcesses) -> str:
     """A runner subscribed to the first stage's publish exchange; its stage name."""
     stage = f"{system.name}.dithered"
-    system.ports["runner2"] = services.free_ports(1)[0]
     system.start("runner", key="runner2", AMQP_EXCHANGE_SUBSCRIBE=system.env["AMQP_EXCHANGE_PUBLISH"],
-                 AMQP_EXCHANGE_PUBLISH=stage, RUNNER_PIPELINE="dither",
-                 RUNNER_PORT=str(system.ports["runner2"]))
+                 AMQP_EXCHANGE_PUBLISH=stage, RUNNER_PIPELINE="dither")
     await system.wait_ready("runner2")
     return stage
 
 
-async def test_two_stage_chain_has_lineage_from_upload_to_final_output(system: System) -> None:
+async def test_two_stage_chain_has_lineage_from_upload_to_final_output(system: ServiceProcesses) -> None:
     second = await start_second_stage(system)
     first = system.env["AMQP_EXCHANGE_PUBLISH"]
     job_id = await submit(system, image_bytes(900, 600, ".jpg"), "thumbnail", name="chain.jpg")
@@ -75,7 +72,7 @@ async def test_two_stage_chain_has_lineage_from_upload_to_final_output(system: S
     assert depth[original] < depth[thumb] < depth[final]
 
 
-async def test_chained_stage_after_several_pipelines_keeps_every_step(system: System) -> None:
+async def test_chained_stage_after_several_pipelines_keeps_every_step(system: ServiceProcesses) -> None:
     """The second stage runs one pipeline over each of the first stage's outputs of a job:
     each run is its own step (own output key, own records), and each verifies."""
     second = await start_second_stage(system)

@@ -8,34 +8,23 @@ import os
 import re
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pyvips
 
 from imgpipe.client.submit import UsageError, collect_files
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
-from tests.system import System
 
 IMGPIPE = [sys.executable, "-m", "imgpipe.cli"]
 JOB_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 @pytest.fixture(scope="module")
-def imgpipe_url(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def imgpipe_url(shared_system: ServiceProcesses) -> str:
     """The four services, shared by this module's tests."""
-    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server,
-                    tmp_path_factory.mktemp("client"))
-    try:
-        asyncio.run(system.start_all())
-        yield system.upload_url
-    finally:
-        system.stop_all()
+    return shared_system.upload_url
 
 
 def imgpipe(
@@ -130,7 +119,7 @@ def test_jobs_unknown_and_usage_errors(imgpipe_url: str, tmp_path: Path) -> None
     assert down.returncode == 1 and "unreachable" in down.stdout
 
 
-def test_token_from_flag_or_environment(system_env: System, tmp_path: Path) -> None:
+def test_token_from_flag_or_environment(system_env: ServiceProcesses, tmp_path: Path) -> None:
     system_env.start("upload-server", UPLOAD_API_TOKENS="client-test-token")
     asyncio.run(system_env.wait_ready("upload-server"))
     url = system_env.upload_url

@@ -26,7 +26,8 @@ import aiohttp
 import pytest
 from aiobotocore.session import get_session
 
-from tests.servers import services
+from imgpipe.client.api import ApiError, Client
+from imgpipe.testing.servers.base import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -178,7 +179,7 @@ async def test_upload_flows_through_the_containers(
     docker_engine: dict[str, str], rabbitmq_url: str, s3_server: Any, couchdb_server: Any,
     unique_name: str, tmp_path: Path,
 ) -> None:
-    upload_port, imageproc_port, runner_port, provenance_port = services.free_ports(4)
+    upload_port, imageproc_port, runner_port, provenance_port = free_ports(4)
     settings = {
         "AMQP_URL": rabbitmq_url,
         "AMQP_EXCHANGE_SUBSCRIBE": f"{unique_name}-uploaded",
@@ -236,13 +237,12 @@ def _logs(base: list[str], env: dict[str, str]) -> str:
 async def _check_flow(settings: dict[str, str], upload_port: int, s3_server: Any,
                       couchdb_server: Any, base: list[str], env: dict[str, str]) -> None:
     upload = f"http://127.0.0.1:{upload_port}"
+    async with Client(upload) as client:
+        try:
+            job = await client.upload(_png(), filename="gradient.png")
+        except ApiError as exc:
+            raise AssertionError(f"{exc}\n{_logs(base, env)}") from exc
     async with aiohttp.ClientSession() as session:
-        form = aiohttp.FormData()
-        form.add_field("file", _png(), filename="gradient.png", content_type="image/png")
-        async with session.post(f"{upload}/upload", data=form) as resp:
-            body = await resp.text()
-            assert resp.status == 202, f"{resp.status} {body}\n{_logs(base, env)}"
-            job = (await resp.json())["jobs"][0]
         view = await _wait_for_job(session, f"{upload}{job['status_url']}")
         assert view["status"] == "done", f"{view}\n{_logs(base, env)}"
         output = view["outputs"][0]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgpipe.credentials.chain import make_chain
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
 from tests.prov_system import call, submit, verify, wait_done
-from tests.system import System
 from tests.test_chain import start_second_stage
 
 
-async def test_a_chain_of_stages_is_a_chain_of_manifests(system_env: System,
+async def test_a_chain_of_stages_is_a_chain_of_manifests(system_env: ServiceProcesses,
                                                          tmp_path: Path) -> None:
     files = make_chain(tmp_path / "chain", purpose="trial")
     system = system_env

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from imgpipe.dev import DEV_CREDENTIALS
-from tests.devsystem import DevProcess
+from imgpipe.testing.processes import DevProcess
 from tests.images import image_bytes
 from tests.prov_system import call, imgpipe, submit, verify, wait_done
 from tests.test_dev import shared_system  # noqa: F401, F811 - the dev system, both backend sets

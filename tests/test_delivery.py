@@ -63,11 +63,9 @@ def test_replayed_messages_carry_their_history() -> None:
 
 
 @pytest.fixture
-async def broker(rabbitmq_url: str) -> AsyncIterator[AmqpBroker]:
-    b = AmqpBroker(rabbitmq_url, name="imgpipe-test-delivery")
-    await b.connect()
-    yield b
-    await b.close()
+def broker(rabbitmq_broker: AmqpBroker) -> AmqpBroker:
+    """This module's broker is RabbitMQ (the session's)."""
+    return rabbitmq_broker
 
 
 async def _delete_topology(rabbitmq_url: str, exchange: str, policy: RetryPolicy = FAST) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import signal
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from imgpipe.client.api import Client
 from imgpipe.dev import DevSettings
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_path
+from imgpipe.testing.names import run_name
+from imgpipe.testing.processes import DevProcess
 from imgpipe.upload.service import run_upload
 from tests.backend_sets import BACKEND_SETS, backend_env_for, settings_of
-from tests.devsystem import DevProcess
 from tests.images import image_bytes
 from tests.system import wait_for
 from tests.test_e2e import (  # noqa: F401 - the shared scenarios, collected here too
@@ -41,14 +42,9 @@ from tests.test_e2e import (  # noqa: F401 - the shared scenarios, collected her
 @pytest.fixture
 def dev(backend_set: str, backend_env: dict[str, str], tmp_path: Path) -> Iterator[DevProcess]:
     """``imgpipe dev`` for this test on ``backend_set``, not started yet."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    process = DevProcess(backend_env, tmp_path / "data", logs,
-                         embedded=backend_set == "embedded")
-    try:
+    with DevProcess(backend_env, tmp_path / "data", tmp_path / "logs",
+                    embedded=backend_set == "embedded") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -65,29 +61,21 @@ def shared_system(
 ) -> Iterator[DevProcess]:
     """``imgpipe dev`` shared by this module's tests on one backend set: the end-to-end
     scenarios of :mod:`tests.test_e2e` use it as their system."""
-    name = f"m-{uuid.uuid4().hex[:8]}"
+    name = run_name("m")
     base = tmp_path_factory.mktemp(name)
     env = backend_env_for(request.param, request, base / "data", name)
-    (base / "logs").mkdir()
-    process = DevProcess(env, base / "data", base / "logs", embedded=request.param == "embedded")
-    try:
+    with DevProcess(env, base / "data", base / "logs",
+                    embedded=request.param == "embedded") as process:
         process.start()
         process.wait_ready_sync()
         yield process
-    finally:
-        process.stop()
 
 
 async def _upload(url: str, count: int, pipeline: str = "resize:w=64/format:png",
                   width: int = 120) -> list[str]:
-    form = aiohttp.FormData()
-    for n in range(count):
-        form.add_field("file", image_bytes(width + n, 90, ".png"), filename=f"img{n}.png")
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{url}/upload", data=form, params={"pipeline": pipeline}
-    ) as resp:
-        assert resp.status == 202, await resp.text()
-        return [job["job_id"] for job in (await resp.json())["jobs"]]
+    files = [(f"img{n}.png", image_bytes(width + n, 90, ".png")) for n in range(count)]
+    async with Client(url) as client:
+        return [job["job_id"] for job in await client.upload_files(files, pipelines=[pipeline])]
 
 
 async def _all_done(url: str, jobs: list[str], timeout: float = 90) -> list[dict[str, Any]]:

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import services
+from imgpipe.testing.servers.base import free_port
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "dev.py"
 
 
 def test_bench_smoke_mode_reports_every_part() -> None:
-    [port] = services.free_ports(1)
+    port = free_port()
     done = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--port", str(port)],
         capture_output=True, text=True, timeout=240, check=True,

@@ -10,21 +10,13 @@ import aiohttp
 import pytest
 import pyvips
 
+from imgpipe.client.api import Client
 from imgpipe.provstore.open import new_provenance_store
 from imgpipe.runtime.config import UploadSettings, load
 from imgpipe.storage.open import new_object_store
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
-from tests.system import System, wait_for
-
-
-async def upload(system: System, files: list[tuple[str, bytes]], **params: str) -> aiohttp.ClientResponse:
-    form = aiohttp.FormData()
-    for name, data in files:
-        form.add_field("file", data, filename=name, content_type="application/octet-stream")
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{system.upload_url}/upload", data=form, params=params) as resp:
-            await resp.read()
-            return resp
+from tests.system import wait_for
 
 
 async def get_json(url: str) -> tuple[int, Any]:
@@ -33,29 +25,22 @@ async def get_json(url: str) -> tuple[int, Any]:
             return resp.status, await resp.json()
 
 
-def stores(system: System) -> tuple[Any, Any]:
+def stores(system: ServiceProcesses) -> tuple[Any, Any]:
     """Clients (not yet connected) of the system's object store and provenance database,
     whichever backends its settings select."""
     settings = load(UploadSettings, **{k.lower(): v for k, v in system.env.items()})
     return new_object_store(settings), new_provenance_store(settings)
 
 
-async def test_upload_is_processed_with_provenance(shared_system: System) -> None:
+async def test_upload_is_processed_with_provenance(shared_system: ServiceProcesses) -> None:
     system = shared_system
     original = image_bytes(1200, 800, ".jpg")
-    form = aiohttp.FormData()
-    form.add_field("file", original, filename="holiday photo.jpg", content_type="image/jpeg")
-    form.add_field("pipeline", "resize:w=300/format:png")
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{system.upload_url}/upload", data=form) as resp:
-            assert resp.status == 202, await resp.text()
-            reply = await resp.json()
-        [job] = reply["jobs"]
+    async with Client(system.upload_url) as client:
+        job = await client.upload(original, filename="holiday photo.jpg",
+                                  pipeline="resize:w=300/format:png")
         assert job["sha256"] == hashlib.sha256(original).hexdigest()
         # visible at once, never a 404 while the record is on its way
-        async with session.get(f"{system.upload_url}{job['status_url']}") as resp:
-            assert resp.status == 200
-            assert (await resp.json())["status"] in ("queued", "processing", "done")
+        assert (await client.job(job["job_id"]))["status"] in ("queued", "processing", "done")
 
     async def done() -> Any:
         status, view = await get_json(f"{system.upload_url}/jobs/{job['job_id']}")
@@ -96,17 +81,11 @@ async def test_upload_is_processed_with_provenance(shared_system: System) -> Non
             assert await resp.read() == data
 
 
-async def test_several_files_give_one_job_each(shared_system: System) -> None:
+async def test_several_files_give_one_job_each(shared_system: ServiceProcesses) -> None:
     system = shared_system
     files = [(f"img{i}.png", image_bytes(200 + i * 10, 100, ".png")) for i in range(3)]
-    form = aiohttp.FormData()
-    for name, data in files:
-        form.add_field("file", data, filename=name)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{system.upload_url}/upload", data=form,
-                                params={"pipeline": "resize:w=50"}) as resp:
-            assert resp.status == 202
-            jobs = (await resp.json())["jobs"]
+    async with Client(system.upload_url) as client:
+        jobs = await client.upload_files(files, pipelines=["resize:w=50"])
     assert len({j["job_id"] for j in jobs}) == 3
 
     async def all_done() -> bool:
@@ -127,7 +106,7 @@ async def test_several_files_give_one_job_each(shared_system: System) -> None:
     ],
 )
 async def test_bad_uploads_are_refused_and_nothing_is_stored(
-    shared_system: System, files: list[tuple[str, bytes | None]], fields: dict[str, str],
+    shared_system: ServiceProcesses, files: list[tuple[str, bytes | None]], fields: dict[str, str],
     status: int, reason: str,
 ) -> None:
     system = shared_system
@@ -158,7 +137,7 @@ async def test_bad_uploads_are_refused_and_nothing_is_stored(
         await s3.close()
 
 
-async def test_unknown_job_is_404(shared_system: System) -> None:
+async def test_unknown_job_is_404(shared_system: ServiceProcesses) -> None:
     system = shared_system
     status, body = await get_json(f"{system.upload_url}/jobs/{'0' * 32}")
     assert status == 404 and body["error"]["reason"] == "job_not_found"
@@ -166,7 +145,7 @@ async def test_unknown_job_is_404(shared_system: System) -> None:
     assert status == 404
 
 
-async def test_services_are_observable_and_stop_cleanly(system: System) -> None:
+async def test_services_are_observable_and_stop_cleanly(system: ServiceProcesses) -> None:
     for key in ("upload-server", "imageproc", "runner", "provenance"):
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{system.url(key)}/healthz") as resp:

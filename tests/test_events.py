@@ -5,7 +5,6 @@ and ``imgpipe submit --wait`` following them."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,10 @@ import pytest
 
 from imgpipe.client.api import Client
 from imgpipe.client.sse import Event, follow, parse
+from imgpipe.testing.names import run_name
+from imgpipe.testing.processes import DevProcess
 from tests.backend_sets import backend_env_for
-from tests.devsystem import DevProcess
 from tests.images import image_bytes
-from tests.system import System
 
 PIPELINE = "resize:w=32/format:png"
 
@@ -34,49 +33,38 @@ class Live:
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The four services on RabbitMQ/SeaweedFS/CouchDB, or ``imgpipe dev`` on its embedded
     broker, directory store and SQLite."""
-    name = f"m-{uuid.uuid4().hex[:8]}"
-    base = tmp_path_factory.mktemp(name)
     if request.param == "services":
-        system = System(name, request.getfixturevalue("rabbitmq_url"),
-                        request.getfixturevalue("s3_server"),
-                        request.getfixturevalue("couchdb_server"), base)
+        system = request.getfixturevalue("module_system")
 
         async def restart_upload() -> None:
             system.stop("upload-server")
             system.start("upload-server")
             await system.wait_ready("upload-server")
 
-        try:
+        with system:
             system.start_all_sync()
             yield Live(system.upload_url, restart_upload)
-        finally:
-            system.stop_all()
         return
-    (base / "logs").mkdir()
+    name = run_name("m")
+    base = tmp_path_factory.mktemp(name)
     env = backend_env_for("embedded", request, base / "data", name)
-    dev = DevProcess(env, base / "data", base / "logs", embedded=True)
 
-    async def restart_dev() -> None:
-        dev.stop()
-        dev.start()
-        await dev.wait_ready()
+    with DevProcess(env, base / "data", base / "logs", embedded=True) as dev:
+        async def restart_dev() -> None:
+            dev.stop()
+            dev.start()
+            await dev.wait_ready()
 
-    try:
         dev.start()
         dev.wait_ready_sync()
         yield Live(dev.upload_url, restart_dev)
-    finally:
-        dev.stop()
 
 
 async def _upload(url: str, width: int = 40) -> str:
-    async with aiohttp.ClientSession() as session:
-        form = aiohttp.FormData()
-        form.add_field("file", image_bytes(width, 30, ".png"), filename="e.png")
-        form.add_field("pipeline", PIPELINE)
-        async with session.post(f"{url}/upload", data=form) as resp:
-            assert resp.status == 202, await resp.text()
-            return str((await resp.json())["jobs"][0]["job_id"])
+    async with Client(url) as client:
+        job = await client.upload(image_bytes(width, 30, ".png"), filename="e.png",
+                                  pipeline=PIPELINE)
+    return str(job["job_id"])
 
 
 def _all_of(job_id: str, *kinds: str) -> Any:

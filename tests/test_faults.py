@@ -26,6 +26,7 @@ from aiohttp import web
 
 from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.domain.events import ImageEvent, ObjectRef, ProvenanceEvent, provenance_event_id
+from imgpipe.testing.processes import ServiceProcesses
 from tests.faults import (
     Batch,
     assert_invariant,
@@ -37,7 +38,7 @@ from tests.faults import (
     verdict,
 )
 from tests.images import image_bytes
-from tests.system import System, wait_for
+from tests.system import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -58,13 +59,13 @@ async def http_status(url: str) -> int:
         return 0
 
 
-async def count_done(system: System, jobs: list[str]) -> int:
+async def count_done(system: ServiceProcesses, jobs: list[str]) -> int:
     snap = await snapshot(system)
     return sum(1 for job in jobs
                if any(d.get("kind") == "step.completed" for d in snap.docs_of(job)))
 
 
-async def finish(system: System, batch: Batch, name: str, fault: str, injected: int,
+async def finish(system: ServiceProcesses, batch: Batch, name: str, fault: str, injected: int,
                  timeout: float = 120, **extra: Any) -> dict[str, Any]:
     snap = await settle(system, list(batch.accepted), timeout=timeout)
     v = verdict(snap, batch.accepted)
@@ -75,7 +76,7 @@ async def finish(system: System, batch: Batch, name: str, fault: str, injected: 
     return line
 
 
-def redeliveries(system: System, key: str = "runner") -> int:
+def redeliveries(system: ServiceProcesses, key: str = "runner") -> int:
     return system.log(key).count("event delivered again")
 
 
@@ -83,7 +84,7 @@ def redeliveries(system: System, key: str = "runner") -> int:
 
 
 async def test_runner_killed_mid_batch(
-    system_env: System, flaky: tuple[FlakyImageproc, int]
+    system_env: ServiceProcesses, flaky: tuple[FlakyImageproc, int]
 ) -> None:
     """SIGTERM (graceful, exits 0) and SIGKILL mid-batch; restarted runners finish it.
     imageproc answers after 0.2 s here, so that the kills find work in flight."""
@@ -111,14 +112,14 @@ async def test_runner_killed_mid_batch(
     assert line["redelivered"] > 0  # the SIGKILL left work in flight, done again after
 
 
-async def _at_least(system: System, jobs: list[str], n: int) -> bool:
+async def _at_least(system: ServiceProcesses, jobs: list[str], n: int) -> bool:
     return await count_done(system, jobs) >= n
 
 
 # --------------------------------------------------------------------------- 2
 
 
-async def test_rabbitmq_restarted_mid_batch(system_env: System, private_rabbitmq_server: Any) -> None:
+async def test_rabbitmq_restarted_mid_batch(system_env: ServiceProcesses, private_rabbitmq_server: Any) -> None:
     """The broker (a private one) restarts while jobs are queued, processed and uploaded."""
     system = system_env
     system.env["AMQP_URL"] = private_rabbitmq_server.url
@@ -148,7 +149,7 @@ async def test_rabbitmq_restarted_mid_batch(system_env: System, private_rabbitmq
 # --------------------------------------------------------------------------- 3
 
 
-async def test_couchdb_stopped_mid_batch(system_env: System, couchdb_server: Any) -> None:
+async def test_couchdb_stopped_mid_batch(system_env: ServiceProcesses, couchdb_server: Any) -> None:
     """Provenance waits while CouchDB is down and catches up after; nothing is lost."""
     system = system_env
     await system.start_all()
@@ -176,7 +177,7 @@ async def _status_is(url: str, status: int) -> bool:
 # --------------------------------------------------------------------------- 4
 
 
-async def test_s3_stopped(system_env: System, s3_server: Any) -> None:
+async def test_s3_stopped(system_env: ServiceProcesses, s3_server: Any) -> None:
     """Uploads get 503 + Retry-After while S3 is down and leave nothing; after it, all works."""
     system = system_env
     await system.start_all()
@@ -251,7 +252,7 @@ class FlakyImageproc:
 
 
 @pytest.fixture
-async def flaky(system_env: System) -> AsyncIterator[tuple[FlakyImageproc, int]]:
+async def flaky(system_env: ServiceProcesses) -> AsyncIterator[tuple[FlakyImageproc, int]]:
     proxy = FlakyImageproc(system_env.url("imageproc"))
     app = web.Application()
     app.router.add_post("/process", proxy.process)
@@ -265,7 +266,7 @@ async def flaky(system_env: System) -> AsyncIterator[tuple[FlakyImageproc, int]]
     await runner.cleanup()
 
 
-def dlq(system: System, *args: str) -> subprocess.CompletedProcess[str]:
+def dlq(system: ServiceProcesses, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | system.env
     return subprocess.run([sys.executable, "-m", "imgpipe.cli", "dlq", *args,
                            "--exchange", system.env["AMQP_EXCHANGE_SUBSCRIBE"]],
@@ -273,7 +274,7 @@ def dlq(system: System, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_imageproc_errors_and_hangs(
-    system_env: System, flaky: tuple[FlakyImageproc, int]
+    system_env: ServiceProcesses, flaky: tuple[FlakyImageproc, int]
 ) -> None:
     """5xx, dropped connections and hangs retry with back-off, then dead-letter with a
     failed record; 429 waits without spending attempts; replayed jobs complete."""
@@ -337,7 +338,7 @@ async def test_imageproc_errors_and_hangs(
 # --------------------------------------------------------------------------- 6
 
 
-async def _publish_job(broker: AmqpBroker, system: System, job: str, data: bytes,
+async def _publish_job(broker: AmqpBroker, system: ServiceProcesses, job: str, data: bytes,
                        copies: int) -> None:
     s3, _ = stores(system)
     await s3.connect()
@@ -361,7 +362,7 @@ async def _publish_job(broker: AmqpBroker, system: System, job: str, data: bytes
                              message_id=received.event_id, routing_key="job.received")
 
 
-async def test_same_event_delivered_twice(system: System, rabbitmq_url: str) -> None:
+async def test_same_event_delivered_twice(system: ServiceProcesses, rabbitmq_url: str) -> None:
     """Events published twice (and three times) by hand, before and after processing:
     one output object and one record each."""
     batch = Batch(system)
@@ -413,7 +414,7 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
-async def test_poison_input(system_env: System) -> None:
+async def test_poison_input(system_env: ServiceProcesses) -> None:
     """Input that looks like an image but is not, truncated, or a decompression bomb:
     a failed record with a reason, dead-lettered, every service still healthy."""
     system = system_env

@@ -8,8 +8,6 @@ import contextlib
 import json
 import signal
 import unicodedata
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -19,32 +17,22 @@ from hypothesis import strategies as st
 
 from imgpipe.domain.keys import object_key, safe_extension
 from imgpipe.errors import InvalidInput, TransientError
+from imgpipe.testing.processes import ServiceProcesses, wait_answering
+from imgpipe.testing.servers.base import free_port
 from imgpipe.upload.intake import clean_filename, input_key
 from tests.faults import Batch, settle, snapshot, stores
 from tests.images import image_bytes
-from tests.servers import services
-from tests.system import System
 
 MAX_BYTES = 300_000
 BOUNDARY = "imgpipe-test-boundary"
 
 
 @pytest.fixture(scope="module")
-def upload_only(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[System]:
-    """Only the upload service, with small limits (nothing is processed)."""
-    name = f"g-{uuid.uuid4().hex[:8]}"
-    system = System(name, rabbitmq_url, s3_server, couchdb_server, tmp_path_factory.mktemp(name))
-    system.env |= {"UPLOAD_MAX_BYTES": str(MAX_BYTES), "UPLOAD_READ_TIMEOUT": "1",
-                   "UPLOAD_MAX_FILES": "3"}
-    system.start("upload-server")
-    try:
-        asyncio.run(system.wait_ready("upload-server"))
-        yield system
-    finally:
-        system.stop_all()
+def module_system(module_system: ServiceProcesses) -> ServiceProcesses:
+    """This module's services have small limits (``upload_only``: nothing is processed)."""
+    module_system.env |= {"UPLOAD_MAX_BYTES": str(MAX_BYTES), "UPLOAD_READ_TIMEOUT": "1",
+                          "UPLOAD_MAX_FILES": "3"}
+    return module_system
 
 
 def part(name: str, data: bytes, filename: str | None = None,
@@ -60,7 +48,7 @@ def multipart(*parts: bytes) -> bytes:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-async def post(system: System, body: bytes, *, content_type: str | None = None,
+async def post(system: ServiceProcesses, body: bytes, *, content_type: str | None = None,
                query: str = "", headers: dict[str, str] | None = None) -> tuple[int, Any]:
     ctype = content_type or f"multipart/form-data; boundary={BOUNDARY}"
     async with aiohttp.ClientSession() as http, http.post(
@@ -109,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize(("case", "body", "ctype", "query", "status", "reason"), CASES,
                          ids=[c[0] for c in CASES])
 async def test_bad_input_gets_a_specific_4xx_and_stores_nothing(
-    upload_only: System, case: str, body: bytes, ctype: str | None, query: str,
+    upload_only: ServiceProcesses, case: str, body: bytes, ctype: str | None, query: str,
     status: int, reason: str | None,
 ) -> None:
     got, reply = await post(upload_only, body, content_type=ctype, query=query)
@@ -125,7 +113,7 @@ async def test_bad_input_gets_a_specific_4xx_and_stores_nothing(
     assert snap.inputs == [], (case, snap.inputs)
 
 
-async def test_other_routes_answer_json(upload_only: System) -> None:
+async def test_other_routes_answer_json(upload_only: ServiceProcesses) -> None:
     async with aiohttp.ClientSession() as http:
         for method, path, status in (("GET", "/upload", 405), ("GET", "/nope", 404),
                                      ("GET", f"/jobs/{'a' * 32}", 404), ("GET", "/jobs/..%2F..", 404)):
@@ -169,7 +157,7 @@ def _status(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1") else 0
 
 
-async def test_limits_apply_while_streaming(upload_only: System) -> None:
+async def test_limits_apply_while_streaming(upload_only: ServiceProcesses) -> None:
     port = upload_only.ports["upload-server"]
     raw, sent = await _raw_upload(port, 50 * 1024 * 1024)
     assert _status(raw) == 413 and b"too_large" in raw, raw[:300]
@@ -189,7 +177,7 @@ async def test_limits_apply_while_streaming(upload_only: System) -> None:
 TOKENS = "tok-alpha-0123456789,tok-beta-9876543210"
 
 
-async def test_api_tokens(system_env: System) -> None:
+async def test_api_tokens(system_env: ServiceProcesses) -> None:
     system = system_env
     system.start("upload-server", UPLOAD_API_TOKENS=TOKENS)
     await system.wait_ready("upload-server")
@@ -217,24 +205,18 @@ async def test_api_tokens(system_env: System) -> None:
     assert "tok-alpha-0123456789" not in system.log("upload-server")
 
 
-async def test_a_service_whose_backends_are_down_stays_up_not_ready(system_env: System) -> None:
+async def test_a_service_whose_backends_are_down_stays_up_not_ready(system_env: ServiceProcesses) -> None:
     """Started with RabbitMQ and CouchDB unreachable: alive, not ready, 503 + Retry-After,
     nothing stored; SIGTERM while it waits stops it at once with status 0."""
     system = system_env
-    dead = services.free_ports(1)[0]
+    dead = free_port()
     system.env |= {"AMQP_URL": f"amqp://guest:guest@127.0.0.1:{dead}/",
                    "COUCHDB_URL": f"http://127.0.0.1:{dead}"}
     for key in ("upload-server", "provenance", "runner"):
         system.start(key)
     async with aiohttp.ClientSession() as http:
         for key in ("upload-server", "provenance", "runner"):
-            for _ in range(100):
-                try:
-                    async with http.get(f"{system.url(key)}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
+            await wait_answering(f"{system.url(key)}/healthz", proc=system.procs[key], timeout=30)
             async with http.get(f"{system.url(key)}/readyz") as resp:
                 assert resp.status == 503, key
                 checks = (await resp.json())["checks"]
@@ -259,7 +241,7 @@ SECRETS = ("imgpipe-secret", "tok-alpha-0123456789", "wrong-s3-secret-Zq81",
            "wrong-couch-pw-Zq82", "wrong-amqp-pw-Zq83")
 
 
-async def test_secrets_never_show(system: System) -> None:
+async def test_secrets_never_show(system: ServiceProcesses) -> None:
     """Credentials appear in no log line, error reply, readiness answer or record."""
     seen: list[str] = []
     batch = Batch(system)
@@ -267,20 +249,13 @@ async def test_secrets_never_show(system: System) -> None:
     assert job is not None
     await batch.upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 300, expect="failed")
     await settle(system, list(batch.accepted))
-    system.ports["upload-bad"] = services.free_ports(1)[0]
     system.start("upload-server", key="upload-bad",
                  S3_SECRET_KEY="wrong-s3-secret-Zq81", COUCHDB_PASSWORD="wrong-couch-pw-Zq82",
                  AMQP_URL=system.env["AMQP_URL"].replace(":guest@", ":wrong-amqp-pw-Zq83@"),
                  UPLOAD_API_TOKENS="tok-alpha-0123456789")
-    bad = f"http://127.0.0.1:{system.ports['upload-bad']}"
+    bad = system.url("upload-bad")
+    await wait_answering(f"{bad}/healthz", proc=system.procs["upload-bad"])
     async with aiohttp.ClientSession() as http:
-        for _ in range(50):
-            try:
-                async with http.get(f"{bad}/readyz") as resp:
-                    seen.append(await resp.text())
-                    break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.2)
         await asyncio.sleep(2)  # let it try (and log) a few times
         async with http.get(f"{bad}/readyz") as resp:
             seen.append(await resp.text())
@@ -305,7 +280,7 @@ async def test_secrets_never_show(system: System) -> None:
         assert not hits, (secret, hits)
 
 
-async def test_metrics_and_job_logs(system: System) -> None:
+async def test_metrics_and_job_logs(system: ServiceProcesses) -> None:
     """Requests, jobs, deliveries, handling time and queue depth on /metrics; log lines
     carry the job id."""
     batch = Batch(system)
@@ -352,7 +327,7 @@ def test_keys_never_come_from_client_input(name: str) -> None:
             object_key("jobs", bad)
 
 
-async def test_sigterm_lets_an_upload_in_flight_finish(system_env: System) -> None:
+async def test_sigterm_lets_an_upload_in_flight_finish(system_env: ServiceProcesses) -> None:
     """SIGTERM while an upload streams: no new connections, the upload still gets its 202,
     then the service exits 0."""
     system = system_env

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from imgpipe.imageproc import create_app, workers
 from imgpipe.imageproc.service import POOL
 from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.testing.names import run_name
+from imgpipe.testing.processes import ServiceProcesses, wait_answering
 from tests.images import image_bytes
 
 
@@ -80,29 +80,13 @@ async def test_time_limit_answers_504_and_stops_libvips() -> None:
         assert fast.status == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_sigterm_lets_in_flight_requests_finish() -> None:
-    port = _free_port()
-    env = {**os.environ, "IMAGEPROC_PORT": str(port), "IMAGEPROC_HOST": "127.0.0.1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "imgpipe.cli", "imageproc", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+async def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
+    processes = ServiceProcesses(run_name(), {}, tmp_path)
+    proc = processes.start("imageproc", IMAGEPROC_HOST="127.0.0.1")
+    base = processes.url("imageproc")
     try:
+        await wait_answering(f"{base}/healthz", proc=proc)
         async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
 
             async def in_flight() -> float:
                 async with session.get(f"{base}/metrics") as resp:
@@ -126,8 +110,6 @@ async def test_sigterm_lets_in_flight_requests_finish() -> None:
             resp = await request
             assert resp.status == 200
             assert len(await resp.read()) > 0
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        processes.stop_all()

@@ -20,15 +20,16 @@ import pytest
 from imgpipe.ingest.run import ingest_job_id
 from imgpipe.runtime.config import S3Settings
 from imgpipe.storage.open import open_object_store
+from imgpipe.testing.processes import ServiceProcesses
 from tests.backend_sets import settings_of
-from tests.system import System, wait_for
+from tests.system import wait_for
 from tests.test_ingest import png
 
 COUNT = 40
 PIPELINE = "resize:w=2/format:png"
 
 
-async def _imgpipe(system: System, *args: str) -> tuple[int, str, str]:
+async def _imgpipe(system: ServiceProcesses, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "imgpipe.cli", *args, "--url", system.upload_url,
         env=os.environ | {"COLUMNS": "200"},
@@ -38,7 +39,7 @@ async def _imgpipe(system: System, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def _post(system: System, body: dict[str, Any]) -> tuple[int, Any]:
+async def _post(system: ServiceProcesses, body: dict[str, Any]) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session, session.post(
         f"{system.upload_url}/ingest", json=body
     ) as resp:
@@ -47,7 +48,7 @@ async def _post(system: System, body: dict[str, Any]) -> tuple[int, Any]:
         return resp.status, [line for line in (await resp.text()).splitlines() if line]
 
 
-async def test_ingest_makes_jobs_of_objects_where_they_are(system_env: System) -> None:
+async def test_ingest_makes_jobs_of_objects_where_they_are(system_env: ServiceProcesses) -> None:
     system = system_env
     archive = f"{system.name}-archive"
     store = await open_object_store(settings_of(S3Settings, system.env), buckets=(archive,))

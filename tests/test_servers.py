@@ -16,8 +16,6 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from tests.servers import SERVICES_PATH
-
 
 @asynccontextmanager
 async def s3_client(server: Any, *, secret_key: str | None = None) -> AsyncIterator[Any]:
@@ -146,9 +144,12 @@ async def test_private_rabbitmq_keeps_durable_messages_across_restart(
         await queue.delete()
 
 
-def test_services_script_starts_reports_and_stops(tmp_path: Any) -> None:
+SERVERS_COMMAND = [sys.executable, "-m", "imgpipe.testing.servers"]
+
+
+def test_servers_command_starts_reports_and_stops(tmp_path: Any) -> None:
     def run(*args: str) -> str:
-        command = [sys.executable, str(SERVICES_PATH), *args, "--state-dir", str(tmp_path)]
+        command = [*SERVERS_COMMAND, *args, "--state-dir", str(tmp_path)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -165,7 +166,7 @@ def test_services_script_starts_reports_and_stops(tmp_path: Any) -> None:
     finally:
         run("stop")
     done = subprocess.run(
-        [sys.executable, str(SERVICES_PATH), "status", "--state-dir", str(tmp_path)],
+        [*SERVERS_COMMAND, "status", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from imgpipe.broker.protocol import Broker
+from imgpipe.client.api import ApiError, Client
 from imgpipe.errors import TransientError
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
@@ -60,15 +60,13 @@ async def test_partial_failure_names_the_queued_jobs(
     backends: tuple[UploadSettings, Backends],
 ) -> None:
     settings, parts = backends
-    form = aiohttp.FormData()
-    for i in range(3):
-        form.add_field("file", image_bytes(40 + i, 30, ".png"), filename=f"f{i}.png")
-    async with TestClient(TestServer(create_app(settings, parts))) as client:
-        resp = await client.post("/upload", data=form)
-        assert resp.status == 503
-        body = await resp.json()
-    assert body["error"]["reason"] == "broker_unavailable"
-    [queued] = body["error"]["details"]["queued_jobs"]
+    files = [(f"f{i}.png", image_bytes(40 + i, 30, ".png")) for i in range(3)]
+    async with TestServer(create_app(settings, parts)) as server, \
+            Client(str(server.make_url(""))) as client:
+        with pytest.raises(ApiError) as refused:
+            await client.upload_files(files)
+    assert (refused.value.status, refused.value.reason) == (503, "broker_unavailable")
+    [queued] = refused.value.details["queued_jobs"]
     assert queued["filename"] == "f0.png" and queued["status"] == "queued"
     stored = await parts.store.list_keys(settings.s3_input_bucket)
     assert len(stored) == 1 and queued["job_id"] in stored[0]

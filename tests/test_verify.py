@@ -17,6 +17,7 @@ from prov.model import ProvDocument
 from imgpipe.domain.events import new_id, provenance_event_id
 from imgpipe.domain.pipeline import BUILTIN_PRESETS, parse_pipeline
 from imgpipe.storage.protocol import ObjectNotFound
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
 from tests.prov_system import (
     call,
@@ -27,7 +28,6 @@ from tests.prov_system import (
     verify,
     wait_done,
 )
-from tests.system import System
 
 IMAGES = {
     "photo.jpg": lambda: image_bytes(640, 480, ".jpg"),
@@ -49,7 +49,7 @@ def location(ref: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
-async def test_every_preset_verifies(shared_system: System, name: str) -> None:
+async def test_every_preset_verifies(shared_system: ServiceProcesses, name: str) -> None:
     presets = sorted(BUILTIN_PRESETS)
     job_id = await submit(shared_system, IMAGES[name](), *presets, name=name)
     view = await wait_done(shared_system, job_id, outputs=len(presets))
@@ -66,7 +66,7 @@ async def test_every_preset_verifies(shared_system: System, name: str) -> None:
         s["output"]["recorded_sha256"] for s in steps.values()}
 
 
-async def tamper(system: System, ref: str, data: bytes | None) -> bytes | None:
+async def tamper(system: ServiceProcesses, ref: str, data: bytes | None) -> bytes | None:
     """Replace (or with None, delete) a stored object; its bytes before, if any."""
     bucket, key = location(ref)
     async with opened_objects(system) as store:
@@ -81,7 +81,7 @@ async def tamper(system: System, ref: str, data: bytes | None) -> bytes | None:
         return before
 
 
-async def test_tampering_with_stored_objects_is_detected(shared_system: System) -> None:
+async def test_tampering_with_stored_objects_is_detected(shared_system: ServiceProcesses) -> None:
     system = shared_system
     job_id = await submit(system, image_bytes(400, 300, ".png"), "thumbnail")
     view = await wait_done(system, job_id)
@@ -114,7 +114,7 @@ async def test_tampering_with_stored_objects_is_detected(shared_system: System) 
     assert (await verify(system, job_id))["outcome"] == "verified"
 
 
-async def edit_record(system: System, couchdb: Any, doc_id: str, change: Any) -> None:
+async def edit_record(system: ServiceProcesses, couchdb: Any, doc_id: str, change: Any) -> None:
     """Change a stored provenance document in place (as someone with database access could)."""
     url = f"{couchdb.url}/{system.env['COUCHDB_DB']}/{doc_id}"
     async with aiohttp.ClientSession(headers=couchdb.auth_headers()) as http:
@@ -127,7 +127,7 @@ async def edit_record(system: System, couchdb: Any, doc_id: str, change: Any) ->
 
 
 async def test_a_record_that_does_not_match_its_output_differs(
-    shared_system: System, couchdb_server: Any
+    shared_system: ServiceProcesses, couchdb_server: Any
 ) -> None:
     system = shared_system
     job_id = await submit(system, image_bytes(320, 200, ".jpg"), "dither")
@@ -158,7 +158,7 @@ async def test_a_record_that_does_not_match_its_output_differs(
     assert "libvips changed from 8.0.0" in step["message"]
 
 
-async def test_incomplete_and_unknown_records(shared_system: System) -> None:
+async def test_incomplete_and_unknown_records(shared_system: ServiceProcesses) -> None:
     system = shared_system
     status, body = await call(system, "POST", f"/jobs/{new_id()}/verify")
     assert status == 404 and body["error"]["reason"] == "job_not_found"
@@ -172,7 +172,7 @@ async def test_incomplete_and_unknown_records(shared_system: System) -> None:
     assert "no completion" in report["steps"][0]["message"]
 
 
-async def test_commands_show_and_verify(shared_system: System) -> None:
+async def test_commands_show_and_verify(shared_system: ServiceProcesses) -> None:
     system = shared_system
     job_id = await submit(system, image_bytes(200, 150, ".png"), "thumbnail", name="cat.png")
     view = await wait_done(system, job_id)

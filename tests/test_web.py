@@ -6,19 +6,16 @@ installs it with apt-get when it can) these tests skip, saying so.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from imgpipe.testing.processes import ServiceProcesses
 from tests.images import image_bytes
-from tests.system import System
 
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -68,32 +65,26 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not errors, f"script errors on the page: {errors}"
 
 
-def _system(servers: tuple[str, Any, Any], logs: Path, **env: str) -> Iterator[str]:
-    system = System(f"t-{uuid.uuid4().hex[:8]}", *servers, logs)
+def _running(system: ServiceProcesses, **env: str) -> Iterator[str]:
     system.env.update(env)
     try:
         with ThreadPoolExecutor(1) as thread:  # Playwright's sync API runs a loop in this one
-            thread.submit(lambda: asyncio.run(system.start_all())).result()
+            thread.submit(system.start_all_sync).result()
         yield system.upload_url
     finally:
         system.stop_all()
 
 
 @pytest.fixture(scope="module")
-def imgpipe_url(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def imgpipe_url(module_system: ServiceProcesses) -> Iterator[str]:
     """The four services, shared by this module's tests; yields the upload service's URL."""
-    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path_factory.mktemp("web"))
+    yield from _running(module_system)
 
 
 @pytest.fixture
-def secured_url(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path: Path
-) -> Iterator[str]:
+def secured_url(system_env: ServiceProcesses) -> Iterator[str]:
     """The four services with UPLOAD_API_TOKENS set (token: TOKEN)."""
-    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path,
-                       UPLOAD_API_TOKENS=f"other-token,{TOKEN}")
+    yield from _running(system_env, UPLOAD_API_TOKENS=f"other-token,{TOKEN}")
 
 
 @pytest.fixture
@@ -255,17 +246,13 @@ def test_api_tokens(page: Page, secured_url: str, images: dict[str, Path]) -> No
 
 
 @pytest.fixture
-def signing_url(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path: Path
-) -> Iterator[str]:
+def signing_url(system_env: ServiceProcesses, tmp_path: Path) -> Iterator[str]:
     """The four services with imageproc signing outputs and upload trusting the chain's CA."""
     from imgpipe.credentials.chain import make_chain
 
     files = make_chain(tmp_path / "chain", purpose="trial")
-    (tmp_path / "logs").mkdir()
-    yield from _system((rabbitmq_url, s3_server, couchdb_server), tmp_path / "logs",
-                       C2PA_SIGN="on", C2PA_CERT_CHAIN=str(files.chain),
-                       C2PA_PRIVATE_KEY=str(files.key), C2PA_TRUST_ANCHORS=str(files.ca))
+    yield from _running(system_env, C2PA_SIGN="on", C2PA_CERT_CHAIN=str(files.chain),
+                        C2PA_PRIVATE_KEY=str(files.key), C2PA_TRUST_ANCHORS=str(files.ca))
 
 
 def test_content_credentials_panel(page: Page, signing_url: str,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,13 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from imgpipe.client.api import Client
 from imgpipe.runtime.config import UploadSettings
+from imgpipe.testing.processes import ServiceProcesses
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 from imgpipe.upload.reasons import ERROR_REASONS
 from imgpipe.upload.routes.pages import served_routes
 from tests.images import image_bytes
-from tests.system import System
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "imgpipe"
 PRESETS_FILE = """\
@@ -30,19 +28,18 @@ pipeline = "resize:w=1200,h=300,fit=cover/format:webp"
 
 
 @pytest.fixture(scope="module")
-def upload(
-    rabbitmq_url: str, s3_server: Any, couchdb_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def module_system(module_system: ServiceProcesses) -> ServiceProcesses:
+    """This module's upload service reads a presets file."""
+    presets = module_system.logs / "presets.toml"
+    presets.write_text(PRESETS_FILE)
+    module_system.env["IMGPIPE_PRESETS"] = str(presets)
+    return module_system
+
+
+@pytest.fixture(scope="module")
+def upload(upload_only: ServiceProcesses) -> str:
     """Only the upload service, shared by this module's tests (no runner: jobs stay queued)."""
-    logs = tmp_path_factory.mktemp("web-api")
-    system = System(f"t-{uuid.uuid4().hex[:8]}", rabbitmq_url, s3_server, couchdb_server, logs)
-    (logs / "presets.toml").write_text(PRESETS_FILE)
-    system.start("upload-server", IMGPIPE_PRESETS=str(logs / "presets.toml"))
-    try:
-        asyncio.run(system.wait_ready("upload-server"))
-        yield system.upload_url
-    finally:
-        system.stop_all()
+    return upload_only.upload_url
 
 
 async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
@@ -53,13 +50,8 @@ async def call(method: str, url: str, **kwargs: Any) -> tuple[int, Any, aiohttp.
 
 
 async def post_images(url: str, *images: tuple[str, bytes]) -> list[dict[str, Any]]:
-    form = aiohttp.FormData()
-    for name, data in images:
-        form.add_field("file", data, filename=name, content_type="application/octet-stream")
-    status, body, _ = await call("POST", f"{url}/upload", data=form)
-    assert status == 202, body
-    jobs: list[dict[str, Any]] = body["jobs"]
-    return jobs
+    async with Client(url) as client:
+        return await client.upload_files(images)
 
 
 async def test_page_and_its_files_are_served(upload: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,25 +22,38 @@ Progress = Callable[[int], None]
 
 
 class ApiError(Exception):
-    """The service refused a request (``reason``, ``message``) or could not be reached."""
+    """The service refused a request (``reason``, ``message``) or could not be reached.
 
-    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+    ``retry_after`` is the seconds a 503 or 429 asked to wait, when it said; ``details``
+    what the refusal adds (say, ``queued_jobs`` of a multi-file upload that failed part-way).
+    """
+
+    def __init__(self, reason: str, message: str, status: int | None = None,
+                 retry_after: float | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
         self.status = status
+        self.retry_after = retry_after
+        self.details = details or {}
 
 
 async def raise_for(resp: aiohttp.ClientResponse) -> None:
     """:class:`ApiError` for a refusal (4xx/5xx), with the service's reason and message."""
     if resp.status < 400:
         return
+    details: dict[str, Any] = {}
     try:
         error = (await resp.json())["error"]
         reason, message = str(error["reason"]), str(error["message"])
+        details = dict(error.get("details") or {})
     except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
         reason, message = f"http_{resp.status}", (await resp.text())[:200] or resp.reason or ""
-    raise ApiError(reason, message, resp.status)
+    try:
+        retry_after = float(resp.headers["Retry-After"])
+    except (KeyError, ValueError):
+        retry_after = None
+    raise ApiError(reason, message, resp.status, retry_after, details)
 
 
 async def _file_chunks(path: Path, progress: Progress | None) -> AsyncIterator[bytes]:
@@ -95,14 +108,28 @@ class Client:
         return result
 
     async def upload(
-        self, path: Path, *, pipeline: str | None = None, progress: Progress | None = None
+        self, source: Path | bytes, *, filename: str | None = None, pipeline: str | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Upload one image; returns its accepted job (``job_id``, ``sha256``, ...)."""
+        """Upload one image (a file, or bytes named ``filename``); returns its accepted job
+        (``job_id``, ``sha256``, ...)."""
+        [job] = await self.upload_files([(filename, source)], pipelines=[pipeline] if pipeline
+                                        else [], progress=progress)
+        return job
+
+    async def upload_files(
+        self, files: Sequence[tuple[str | None, Path | bytes]], *, pipelines: Sequence[str] = (),
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Upload several images in one request (each a path, or bytes with a name), every
+        one with each of ``pipelines``; returns their accepted jobs in order."""
         writer = aiohttp.MultipartWriter("form-data")
-        part = writer.append(_file_chunks(path, progress),
-                             {"Content-Type": "application/octet-stream"})
-        part.set_content_disposition("form-data", name="file", filename=path.name)
-        params = {"pipeline": pipeline} if pipeline else {}
+        for name, source in files:
+            body = _file_chunks(source, progress) if isinstance(source, Path) else source
+            part = writer.append(body, {"Content-Type": "application/octet-stream"})
+            filename = name or (source.name if isinstance(source, Path) else "image")
+            part.set_content_disposition("form-data", name="file", filename=filename)
+        params = [("pipeline", pipeline) for pipeline in pipelines]
         try:
             async with self.session.post(
                 f"{self.base_url}/upload", data=writer, params=params
@@ -111,8 +138,10 @@ class Client:
                 body = await resp.json()
         except aiohttp.ClientError as exc:
             raise ApiError("unreachable", f"{self.base_url}: {exc}") from exc
-        job: dict[str, Any] = body["jobs"][0]
-        return job
+        jobs: list[dict[str, Any]] = body["jobs"]
+        if progress is not None:
+            progress(sum(len(s) for _, s in files if isinstance(s, bytes)))
+        return jobs
 
     async def job(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._get_json(f"/jobs/{job_id}")
