@@ -19,11 +19,16 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from imgpipe.credentials.commands import add_file_option, verify_files_command
 from imgpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from imgpipe.provstore.protocol import ProvenanceStore
+
+T = TypeVar("T")
 
 NOT_FOUND = 3
 
@@ -102,20 +107,28 @@ def verify_command(args: argparse.Namespace) -> int:
     return asyncio.run(_verify(settings, args.job_id, args.json))
 
 
-async def _show(settings: Any, job_id: str, fmt: str) -> int:
-    from imgpipe.domain.lineage import job_records
-    from imgpipe.domain.prov import job_document, serialize
+async def _read_record(settings: Any, read: Callable[[ProvenanceStore], Awaitable[T]]) -> T | None:
+    """``read`` on the provenance database; None (said on stderr) when it cannot be read."""
     from imgpipe.errors import ImgpipeError
     from imgpipe.provstore.open import open_provenance_store
 
     try:
         store = await open_provenance_store(settings)
         try:
-            docs = await job_records(store, job_id)
+            return await read(store)
         finally:
             await store.close()
     except ImgpipeError as err:
         print(f"imgpipe: {err.message}", file=sys.stderr)
+        return None
+
+
+async def _show(settings: Any, job_id: str, fmt: str) -> int:
+    from imgpipe.domain.lineage import job_records
+    from imgpipe.domain.prov import job_document, serialize
+
+    docs = await _read_record(settings, lambda store: job_records(store, job_id))
+    if docs is None:
         return NOT_FOUND
     if not docs:
         print(f"imgpipe: no provenance is recorded for job {job_id}", file=sys.stderr)
@@ -134,17 +147,9 @@ async def _show(settings: Any, job_id: str, fmt: str) -> int:
 async def _lineage(settings: Any, sha256: str, fmt: str) -> int:
     from imgpipe.domain.lineage import lineage
     from imgpipe.domain.prov import jobs_document, serialize
-    from imgpipe.errors import ImgpipeError
-    from imgpipe.provstore.open import open_provenance_store
 
-    try:
-        store = await open_provenance_store(settings)
-        try:
-            found = await lineage(store, sha256)
-        finally:
-            await store.close()
-    except ImgpipeError as err:
-        print(f"imgpipe: {err.message}", file=sys.stderr)
+    found = await _read_record(settings, lambda store: lineage(store, sha256))
+    if found is None:
         return NOT_FOUND
     if fmt == "summary":
         print(render_lineage(found.to_dict()))
