@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.broker.protocol import Delivery
-from imgpipe.domain.events import ProvenanceEvent
+from imgpipe.domain.events import ProvenanceEvent, provenance_event_id
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
@@ -47,6 +47,25 @@ class Service:
         client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings, self.backends)))
         await self._stack.enter_async_context(client)
         return client
+
+    async def record_uploads(self) -> None:
+        """Store the provenance events uploads publish, as the provenance service would."""
+        assert self.backends is not None
+        queue = await self.backends.broker.declare_work_queue(self.settings.amqp_exchange_prov)
+        consumer = await self.backends.broker.consume(
+            queue, Recorder(self.backends.provenance).handle, prefetch=4)
+        self._stack.push_async_callback(consumer.stop, 5)
+
+    async def received(self, job_id: str) -> dict[str, Any]:
+        """The job's 'received' record, once the recorder stored it."""
+        assert self.backends is not None
+        for _ in range(500):
+            doc = await self.backends.provenance.get(
+                provenance_event_id(job_id, "upload", "job.received"))
+            if doc is not None:
+                return doc
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"job {job_id} has no 'received' record")
 
     async def record(self, events: list[ProvenanceEvent]) -> None:
         assert self.backends is not None

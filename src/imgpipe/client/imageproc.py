@@ -74,6 +74,8 @@ class ImageprocClient:
         self.public_url = f"{parts.scheme}://{self.instance}{parts.path}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        #: imgpipe, libvips and pyvips versions of the last answer (empty until one came)
+        self.versions: tuple[str, str, str] = ("", "", "")
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -100,6 +102,9 @@ class ImageprocClient:
                 if resp.status == 200:
                     body = await resp.read()
                     h = resp.headers
+                    self.versions = (h.get("X-Imgpipe-Version", ""),
+                                     h.get("X-Imgpipe-Vips-Version", ""),
+                                     h.get("X-Imgpipe-Pyvips-Version", ""))
                     return Processed(
                         body=body,
                         media_type=h.get("Content-Type", "application/octet-stream"),

@@ -130,6 +130,7 @@ class ProvenanceEvent(_Model):
     agents: tuple[SoftwareAgent, ...] = ()
     filename: str | None = None
     client: str | None = None
+    owner: str | None = None
     reason: str | None = None
     message: str | None = None
     history: tuple[StageRecord, ...] = ()

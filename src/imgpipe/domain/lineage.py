@@ -10,7 +10,7 @@ by hash connects stages and jobs. The walk uses only equality queries on
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,11 +176,26 @@ class Lineage:
         }
 
 
-async def lineage(store: ProvenanceStore, sha256: str, *, max_records: int = MAX_RECORDS) -> Lineage:
+async def lineage(
+    store: ProvenanceStore, sha256: str, *, max_records: int = MAX_RECORDS,
+    visible: Callable[[str], Awaitable[bool]] | None = None,
+) -> Lineage:
     """Everything ``sha256`` was derived from and everything derived from it.
 
-    Raises :class:`ContentNotFound` when no record mentions the content.
+    With ``visible`` (job id -> may the asker see it), records of other jobs
+    are neither returned nor followed. Raises :class:`ContentNotFound` when
+    no (visible) record mentions the content.
     """
+    shown: dict[str, bool] = {}
+
+    async def keep(doc: Doc) -> bool:
+        if visible is None:
+            return True
+        job_id = str(doc.get("job_id"))
+        if job_id not in shown:
+            shown[job_id] = await visible(job_id)
+        return shown[job_id]
+
     sha = check_sha256(sha256)
     result = Lineage(sha)
 
@@ -193,6 +208,8 @@ async def lineage(store: ProvenanceStore, sha256: str, *, max_records: int = MAX
                 return
             current = frontier.pop(0)
             for doc in await store.find({f"{field_from}.sha256": current}, limit=max_records):
+                if not await keep(doc):
+                    continue
                 result.records[str(doc.get("_id"))] = doc
                 if doc.get("kind") != "step.completed":
                     continue

@@ -10,6 +10,7 @@ all its steps are.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -103,7 +104,12 @@ async def _stored_sha(objects: ObjectStore, ref: Mapping[str, Any]) -> tuple[byt
         data = await objects.get_bytes(str(ref["bucket"]), str(ref["key"]))
     except ObjectNotFound:
         return None, None
-    return data, hashlib.sha256(data).hexdigest()
+    return data, await _sha256(data)
+
+
+async def _sha256(data: bytes) -> str:
+    """The hex sha256 of ``data``, hashed in a thread (an image can be 100 MB)."""
+    return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
 
 
 def _complete(doc: Mapping[str, Any]) -> str | None:

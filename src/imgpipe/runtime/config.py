@@ -13,9 +13,11 @@ start).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from pydantic import (
@@ -35,6 +37,7 @@ from imgpipe.errors import ConfigError
 if TYPE_CHECKING:
     from imgpipe.domain.pipeline import Preset
 
+_PRINCIPAL = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _BASE_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
 
 
@@ -276,10 +279,38 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
     )
     upload_api_tokens: SecretStr | None = Field(
         default=None,
-        description="Comma-separated bearer tokens; when set, the API needs one of them.",
+        description="Comma-separated bearer tokens, each 'name:token' (the name is the "
+        "principal that owns the jobs it uploads) or a plain token; when set, the API needs one.",
+    )
+    upload_visibility: Literal["all", "own"] = Field(
+        default="all",
+        description="'own': a principal sees only the jobs it uploaded (status, outputs, input, "
+        "provenance, lineage, verify); 'all': every job (one team).",
+    )
+    upload_record_client_address: bool = Field(
+        default=False, description="Record the uploader's IP address in the job's provenance."
     )
     upload_read_timeout: float = Field(
         default=30.0, gt=0, description="Seconds an upload may send nothing before it is refused."
+    )
+    upload_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's line and headers."
+    )
+    upload_request_timeout: float = Field(
+        default=900.0, gt=0, description="Seconds one upload may take in all, however it trickles."
+    )
+    upload_verify_per_minute: float = Field(
+        default=10.0, gt=0,
+        description="Verifications that re-run steps through imageproc a principal may start "
+        "a minute (as a burst of as many).",
+    )
+    upload_verify_cache_seconds: float = Field(
+        default=600.0, ge=0, description="Seconds a verification re-run (input, pipeline, "
+        "software versions) is answered again from memory (0: never)."
+    )
+    upload_heavy_concurrency: int = Field(
+        default=2, ge=1, description="Heavy requests (verification, PROV export) run at once; "
+        "one more gets 429.",
     )
 
     upload_ingest_buckets: str = Field(
@@ -294,9 +325,17 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
     def ingest_buckets(self) -> tuple[str, ...]:
         return tuple(b.strip() for b in self.upload_ingest_buckets.split(",") if b.strip())
 
-    def api_tokens(self) -> tuple[str, ...]:
+    def api_tokens(self) -> dict[str, str]:
+        """Principal name by token: 'name:token' entries, and plain tokens named by their hash."""
         raw = self.upload_api_tokens.get_secret_value() if self.upload_api_tokens else ""
-        return tuple(t.strip() for t in raw.split(",") if t.strip())
+        tokens: dict[str, str] = {}
+        for entry in (t.strip() for t in raw.split(",")):
+            name, sep, token = entry.partition(":")
+            if sep and _PRINCIPAL.fullmatch(name) and token:
+                tokens[token] = name
+            elif entry:
+                tokens[entry] = "token-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
+        return tokens
 
 
 class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):

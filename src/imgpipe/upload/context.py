@@ -1,14 +1,16 @@
 """What every upload handler reaches: one :class:`UploadContext` on the app.
 
-Handlers take ``request`` and find settings, backends, the imageproc client
-and the preset table in ``request.app[CONTEXT]``; nothing else is stored on
-the app for them. The job-id check and the "job not found" answer live here
-and only here: a malformed id and an unknown id get the same 404, so a
-client cannot tell the two apart.
+Handlers take ``request`` and find settings, backends, the imageproc client,
+the preset table and the cost limits in ``request.app[CONTEXT]``; nothing
+else is stored on the app for them. The job-id check, who may see a job
+and the "job not found" answer live here and only here: a malformed id, an
+unknown id and another principal's job (``UPLOAD_VISIBILITY=own``) all get
+the same 404, so a client cannot tell them apart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,11 +21,16 @@ from aiohttp import web
 from imgpipe.broker.protocol import Broker
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.credentials.signing import trust_anchors
+from imgpipe.domain.events import provenance_event_id
 from imgpipe.domain.pipeline import BUILTIN_PRESETS, Preset, all_presets
 from imgpipe.errors import ImgpipeError
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
+from imgpipe.upload.auth import principal_of
+from imgpipe.upload.intake import input_key
+from imgpipe.upload.limits import HeavySlots, RateLimit, RerunCache
+from imgpipe.upload.render import Renderer
 from imgpipe.upload.status import job_status
 
 JOB_ID = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -58,7 +65,7 @@ def no_such_job(job_id: str) -> JobNotFound:
 
 
 class UploadContext:
-    """Settings, backends, the imageproc client (for verify) and the presets."""
+    """Settings, backends, the imageproc client (for verify), the presets and the limits."""
 
     def __init__(
         self,
@@ -79,21 +86,50 @@ class UploadContext:
         self.imageproc = ImageprocClient(settings.imageproc_url, timeout=settings.imageproc_client_timeout)
         #: PEM of C2PA_TRUST_ANCHORS (read once at start): what Content Credentials are trusted
         self.anchors = trust_anchors(settings)
+        self.heavy = HeavySlots(settings.upload_heavy_concurrency)
+        self.verify_rate = RateLimit(settings.upload_verify_per_minute)
+        self.reruns = RerunCache(settings.upload_verify_cache_seconds)
+        self.render = Renderer(settings.upload_heavy_concurrency)
 
-    async def job(self, job_id: str) -> dict[str, Any] | None:
-        """The job's status view, or None when imgpipe never accepted such a job."""
-        return await job_status(
+    def may_see(self, request: web.Request, owner: str | None) -> bool:
+        """Whether the request's principal may see a job of ``owner``."""
+        return self.settings.upload_visibility == "all" or owner == principal_of(request)
+
+    async def job(self, request: web.Request, job_id: str) -> dict[str, Any] | None:
+        """The job's status view, or None when there is no such job for this request."""
+        view = await job_status(
             self.settings, self.backends.store, self.backends.provenance, job_id
         )
+        return view if view is not None and self.may_see(request, view.get("owner")) else None
 
-    async def require_job(self, job_id: str) -> dict[str, Any]:
-        view = await self.job(job_id)
+    async def require_job(self, request: web.Request, job_id: str) -> dict[str, Any]:
+        view = await self.job(request, job_id)
         if view is None:
             raise no_such_job(job_id)
         return view
 
+    async def require_visible(self, request: web.Request, job_id: str) -> None:
+        """Raise the "job not found" answer unless the request may see ``job_id``.
+
+        Cheap when every job is visible (no query); otherwise one read of the
+        job's 'received' record, or of its uploaded object while it is queued.
+        """
+        if self.settings.upload_visibility != "all" and not self.may_see(
+            request, await self.owner(job_id)
+        ):
+            raise no_such_job(job_id)
+
+    async def owner(self, job_id: str) -> str | None:
+        received = await self.backends.provenance.get(
+            provenance_event_id(job_id, "upload", "job.received"))
+        if received is not None:
+            return received.get("owner")
+        info = await self.backends.store.head(self.settings.s3_input_bucket, input_key(job_id))
+        return info.metadata.get("owner") if info is not None else None
+
     async def close(self) -> None:
         await self.imageproc.close()
+        await asyncio.to_thread(self.render.close)
 
 
 CONTEXT: web.AppKey[UploadContext] = web.AppKey("upload", UploadContext)

@@ -15,6 +15,7 @@ from imgpipe.domain.events import new_id
 from imgpipe.domain.keys import object_key
 from imgpipe.errors import InvalidInput
 from imgpipe.storage.protocol import ObjectStore, StoredObject
+from imgpipe.upload import metrics
 from imgpipe.upload.formats import SNIFF_BYTES, media_type, sniff_format
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class TooManyPipelines(InvalidInput):
     def __init__(self, limit: int) -> None:
         super().__init__(f"At most {limit} pipelines can be asked for in one upload "
                          "(UPLOAD_MAX_PIPELINES).", limit=limit)
+        metrics.LIMITED.labels(limit="pipelines").inc()
 
 
 class TooLarge(InvalidInput):
@@ -107,7 +109,7 @@ async def _read_head(part: BodyPartReader, timeout: float) -> bytes:
 
 async def _stream_file(
     part: BodyPartReader, store: ObjectStore, bucket: str, max_bytes: int, index: int,
-    timeout: float,
+    timeout: float, owner: str | None,
 ) -> ReceivedFile:
     filename = clean_filename(part.filename)
     head = await _read_head(part, timeout)
@@ -138,6 +140,8 @@ async def _stream_file(
 
     job_id = new_id()
     metadata = {"job-id": job_id, "format": fmt}
+    if owner:
+        metadata["owner"] = owner
     if filename:
         metadata["filename"] = filename.encode("ascii", "backslashreplace").decode()
     stored = await store.put_stream(
@@ -156,6 +160,7 @@ async def read_upload(
     max_pipelines: int,
     pipelines_given: int = 0,
     read_timeout: float = 30.0,
+    owner: str | None = None,
 ) -> Intake:
     """Stream every ``file`` part of a multipart request to ``bucket``.
 
@@ -192,7 +197,7 @@ async def read_upload(
                         status=413,
                     )
                 intake.files.append(await _stream_file(
-                    part, store, bucket, max_bytes, len(intake.files), read_timeout))
+                    part, store, bucket, max_bytes, len(intake.files), read_timeout, owner))
             elif part.name in FORM_FIELDS:
                 if pipelines_given + len(intake.fields.get("pipeline", [])) >= max_pipelines:
                     raise TooManyPipelines(max_pipelines)

@@ -142,7 +142,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                                        "stage; PROV-N or PROV-JSON-LD with ?format=.",
                         "content": {"application/json": {}, "text/provenance-notation": {},
                                     "application/ld+json": {}}},
-                **_errors("invalid_format", "job_not_found", "provenance_pending", *UNAVAILABLE),
+                **_errors("invalid_format", "job_not_found", "provenance_pending", "busy",
+                          *UNAVAILABLE),
             },
             params=[JOB_PARAM, FORMAT_QUERY],
             description="Entities (images with sha256, size, format, dimensions, S3 location), "
@@ -154,9 +155,14 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Re-run the job's recorded steps and compare hashes", {
                 "200": _json(_ref("Verification"), "The verification report."),
                 **_errors("job_not_found", "provenance_pending", "imageproc_unavailable", "imageproc_timeout",
-                          *UNAVAILABLE),
+                          "busy", "rate_limited", *UNAVAILABLE),
             },
             params=[JOB_PARAM], tag="provenance",
+            description="A verification that re-runs any step through imageproc spends one "
+                        "of the principal's UPLOAD_VERIFY_PER_MINUTE; a step whose input, "
+                        "pipeline and software versions ran in the last "
+                        "UPLOAD_VERIFY_CACHE_SECONDS is answered from memory. Stored objects "
+                        "are read and hashed every time.",
         )},
         "/lineage/{sha256}": {"get": _op(
             "What an image was derived from and what was derived from it", {
@@ -164,7 +170,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                                        "steps, uploads, jobs, truncated, prov_url); with "
                                        "?format= the same records as a PROV document.",
                         "content": {"application/json": {}}},
-                **_errors("invalid_sha256", "invalid_format", "content_not_found", *UNAVAILABLE),
+                **_errors("invalid_sha256", "invalid_format", "content_not_found", "busy",
+                          *UNAVAILABLE),
             },
             params=[_param("sha256", "path", {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                            "Content hash of an input or output image."), FORMAT_QUERY],
@@ -293,6 +300,8 @@ def _schemas() -> dict[str, Any]:
                        "description": "queued: stored and waiting; processing: a runner started; "
                                       "done: every pipeline has an output; failed: see `error`."},
             "filename": nullable_str,
+            "owner": {**nullable_str, "description": "The principal (API token name) that "
+                                                     "uploaded it; null without tokens."},
             "pipelines": {"type": "array", "items": {"type": "string"}},
             "received_at": {**nullable_str, "format": "date-time"},
             "input": {"type": "object", "properties": {

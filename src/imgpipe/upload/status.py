@@ -63,6 +63,7 @@ def summarize(job_id: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
         "job_id": job_id,
         "status": status,
         "filename": first.get("filename"),
+        "owner": (received or {}).get("owner"),
         "pipelines": (received or {}).get("pipelines") or sorted({str(d.get("pipeline")) for d in docs}),
         "received_at": (received or {}).get("time"),
         "input": {
@@ -100,6 +101,7 @@ async def job_status(
         "job_id": job_id,
         "status": "queued",
         "filename": info.metadata.get("filename"),
+        "owner": info.metadata.get("owner"),
         "pipelines": [],
         "input": {"size": info.size, "media_type": info.content_type,
                   "format": info.metadata.get("format"),

@@ -30,7 +30,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response(await context_of(request).require_job(job_id_of(request)))
+    return web.json_response(await context_of(request).require_job(request, job_id_of(request)))
 
 
 def _requested_ids(request: web.Request) -> list[str]:
@@ -62,7 +62,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
     async def one(job_id: str) -> dict[str, Any] | None:
         async with limit:
-            return await ctx.job(job_id)
+            return await ctx.job(request, job_id)
 
     views = await asyncio.gather(*(one(i) for i in ids))
     return web.json_response({
@@ -74,7 +74,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def _output(request: web.Request) -> tuple[str, int, dict[str, Any]]:
     """The route's job id, output index and that output's view (or 404)."""
     job_id = job_id_of(request)
-    view = await context_of(request).require_job(job_id)
+    view = await context_of(request).require_job(request, job_id)
     text = request.match_info["index"]
     # only plain ASCII digits: int() would also take "-1", "+0", "0_0" and other scripts' digits
     if not (text.isascii() and text.isdigit() and len(text) <= MAX_INDEX_DIGITS) or int(text) >= len(
@@ -132,6 +132,7 @@ async def get_input(request: web.Request) -> web.StreamResponse:
     """Stream a job's uploaded image from the input bucket."""
     ctx = context_of(request)
     job_id = job_id_of(request)
+    await ctx.require_visible(request, job_id)
     bucket, key = ctx.settings.s3_input_bucket, input_key(job_id)
     missing = ImgpipeError(f"There is no input for job {job_id}.", reason="input_not_found",
                            status=404)

@@ -17,6 +17,7 @@ from imgpipe.domain.events import (
 from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.upload import metrics
+from imgpipe.upload.auth import principal_of
 from imgpipe.upload.context import UploadContext, context_of
 from imgpipe.upload.intake import ReceivedFile, TooManyPipelines, discard, read_upload
 
@@ -65,7 +66,8 @@ async def _announce(
         output=image,
         pipelines=pipelines,
         filename=received.filename,
-        client=request.remote,
+        client=request.remote if ctx.settings.upload_record_client_address else None,
+        owner=principal_of(request),
         agents=(SoftwareAgent(name="imgpipe-upload", version=__version__),),
     )
     try:
@@ -94,7 +96,7 @@ async def post_upload(request: web.Request) -> web.Response:
         request, backends.store, bucket,
         max_bytes=settings.upload_max_bytes, max_files=settings.upload_max_files,
         max_pipelines=settings.upload_max_pipelines, pipelines_given=len(asked),
-        read_timeout=settings.upload_read_timeout,
+        read_timeout=settings.upload_read_timeout, owner=principal_of(request),
     )
     announced = 0
     pipelines: tuple[str, ...] = ()
