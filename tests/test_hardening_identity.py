@@ -4,6 +4,7 @@ is recorded only when UPLOAD_RECORD_CLIENT_ADDRESS says so."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -83,3 +84,28 @@ async def test_client_address_is_recorded_only_when_asked(service: Service) -> N
     client = await service.start(upload_record_client_address=True)
     job = await _upload(client, {})
     assert (await service.received(job["job_id"]))["client"] == "127.0.0.1"
+
+
+async def _events(client: TestClient[Any, Any], path: str, headers: dict[str, str]) -> str:
+    """What the event stream sends from its start (position 0) in about a second."""
+    text = ""
+    async with client.get(path, headers={**headers, "Last-Event-ID": "0"}) as resp:
+        assert resp.status == 200
+        try:
+            async with asyncio.timeout(1.5):
+                async for line in resp.content:
+                    text += line.decode()
+        except TimeoutError:
+            pass
+    return text
+
+
+async def test_own_visibility_filters_the_event_streams(service: Service) -> None:
+    client = await service.start(upload_api_tokens=TOKENS, upload_visibility="own")
+    await service.record_uploads()
+    job_id = (await _upload(client, ALICE))["job_id"]
+    await service.received(job_id)
+    assert job_id in await _events(client, "/events", ALICE)
+    assert job_id not in await _events(client, "/events", BOB)
+    resp = await client.get(f"/jobs/{job_id}/events", headers=BOB)
+    assert await _reason(resp) == (404, "job_not_found")

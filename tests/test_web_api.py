@@ -191,8 +191,9 @@ def _raised_reasons() -> set[str]:
         for match in pattern.finditer(path.read_text()):
             found.add(match.group(1) or match.group(2))
     # reasons of the scanned modules that never reach an HTTP answer of the upload service:
-    # a preset file imageproc loads at start; imageproc's deadline, which verify reports per step
-    not_http = {"invalid_presets", "imageproc_deadline"}
+    # a preset file imageproc loads at start; imageproc's deadline, which verify reports per step;
+    # a dead letter's reason when RabbitMQ itself dead-lettered it
+    not_http = {"invalid_presets", "imageproc_deadline", "rejected"}
     return (found - not_http) | {"backend_unavailable", "not_found", "method_not_allowed",
                                  "missing_token"}
 

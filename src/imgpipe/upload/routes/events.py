@@ -108,6 +108,16 @@ async def _position(ctx: UploadContext, asked: str | None) -> str:
 async def _follow(ctx: UploadContext, stream: EventStream, position: str,
                   job_id: str | None) -> None:
     store = ctx.backends.provenance
+    shown: dict[str, bool] = {}  # job id -> may this client see it (UPLOAD_VISIBILITY=own)
+
+    async def visible(doc: dict[str, Any]) -> bool:
+        if ctx.settings.upload_visibility == "all":
+            return True
+        owner_job = str(doc["job_id"])
+        if owner_job not in shown:
+            shown[owner_job] = ctx.may_see(stream.request, await ctx.owner(owner_job))
+        return shown[owner_job]
+
     while not stream.stopping:
         try:
             docs, after = await store.changes(position, limit=BATCH)
@@ -116,8 +126,10 @@ async def _follow(ctx: UploadContext, stream: EventStream, position: str,
             await asyncio.sleep(RETRY_MS / 1000)
             continue
         records = [d for d in docs if _is_record(d) and (job_id is None or d["job_id"] == job_id)]
+        if job_id is None:
+            records = [d for d in records if await visible(d)]
         if job_id is not None and records:
-            await stream.send("job", await ctx.require_job(job_id), after)
+            await stream.send("job", await ctx.require_job(stream.request, job_id), after)
         elif job_id is None:
             for n, doc in enumerate(records):
                 await stream.send("record", _record(doc),
@@ -134,7 +146,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     """A job's status as it changes: a ``job`` event with the whole view each time."""
     ctx = context_of(request)
     job_id = job_id_of(request)
-    view = await ctx.require_job(job_id)
+    view = await ctx.require_job(request, job_id)
     asked = _resume_from(request)
     position = await _position(ctx, asked)
     stream = await _open(request)
