@@ -3,6 +3,10 @@ gets a fast refusal with a reason, or a bounded answer (findings 1, 3, 6, 7, 10)
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import aiohttp
 import pytest
 from pydantic import ValidationError
@@ -130,3 +134,19 @@ async def test_imageproc_deadline_is_not_retried() -> None:
     assert caught.value.reason == "imageproc_deadline"
     decision = decide(caught.value, attempt=1, policy=RetryPolicy())
     assert decision.action is Action.DEAD_LETTER
+
+
+async def test_answers_name_no_data_directory(service: Service, tmp_path: Path) -> None:
+    """Embedded backends whose directory broke: /readyz and the upload's 503 say what, not where."""
+    client = await service.start()
+    objects = tmp_path / "objects"
+    shutil.rmtree(objects)
+    objects.write_text("not a directory any more")
+    resp = await client.get("/readyz")
+    text = await resp.text()
+    assert resp.status == 503 and "s3" in json.loads(text)["checks"]
+    assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text
+    resp = await client.post("/upload", data=_form(1))
+    text = await resp.text()
+    assert resp.status == 503, text
+    assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text

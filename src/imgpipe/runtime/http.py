@@ -11,7 +11,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,25 @@ Refresh = Callable[[], Awaitable[None]]
 READY_CHECKS: web.AppKey[dict[str, ReadyCheck]] = web.AppKey("ready_checks", dict)
 METRICS_REFRESH: web.AppKey[list[Refresh]] = web.AppKey("metrics_refresh", list)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+#: Seconds a connection may take to send a request's headers, and may stay idle between
+#: requests (aiohttp's keep-alive timeout: it also closes a connection still sending headers).
+HEADER_TIMEOUT: web.AppKey[float] = web.AppKey("header_timeout", float)
+#: Directories (an embedded backend's data) no answer may name: replaced by ``<data>``.
+HIDDEN_PATHS: web.AppKey[tuple[str, ...]] = web.AppKey("hidden_paths", tuple)
+
+
+def hide_paths(app: web.Application, directories: Iterable[Path]) -> None:
+    """Keep ``directories`` (and their parents' names) out of every answer of ``app``."""
+    hidden = {str(d.parent) for d in directories} | {str(d.resolve().parent) for d in directories}
+    app[HIDDEN_PATHS] = tuple(sorted((h for h in hidden if h != "/"), key=len, reverse=True))
+
+
+def public_text(app: web.Application, text: str) -> str:
+    """``text`` fit for a client: secrets redacted, hidden directories replaced."""
+    text = redact(text)
+    for path in app.get(HIDDEN_PATHS, ()):
+        text = text.replace(path, "<data>")
+    return text
 
 
 class InFlight:
@@ -120,6 +140,7 @@ async def errors_middleware(
         if err.status >= 500:
             log.warning("%s %s answered %d: %s", request.method, request.path, err.status,
                         err.message, extra={"reason": err.reason})
+        err.message = public_text(request.app, err.message)
         return json_error(err)
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
@@ -152,7 +173,8 @@ async def _readyz(request: web.Request) -> web.Response:
             results[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             ok = False
-            results[name] = redact(f"unavailable: {type(exc).__name__}: {exc}")[:300]
+            results[name] = public_text(request.app,
+                                        f"unavailable: {type(exc).__name__}: {exc}")[:300]
 
     await asyncio.gather(*(run(n, c) for n, c in list(checks.items())))
     status = "ready" if ok else "not_ready"
@@ -203,7 +225,8 @@ def ops_app(
 
 async def serve(app: web.Application, host: str, port: int, *, grace: float = 20.0) -> web.AppRunner:
     """Start serving ``app``; the caller must ``await runner.cleanup()``."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace, access_log=None,
+                           keepalive_timeout=app.get(HEADER_TIMEOUT, 75.0))
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

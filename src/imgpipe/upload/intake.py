@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler, Middleware
 
 from imgpipe.domain.events import new_id
 from imgpipe.domain.keys import object_key
@@ -230,6 +231,32 @@ async def _next_part(
             "The multipart/form-data body is malformed (its boundaries or part headers "
             "cannot be read).", reason="invalid_form",
         ) from exc
+
+
+#: Routes whose request streams for as long as it runs: no total deadline.
+STREAMING = frozenset({"/ingest"})
+
+
+def deadline_middleware(seconds: float) -> Middleware:
+    """Every POST (a body to read) must be handled within ``seconds`` (UPLOAD_REQUEST_TIMEOUT):
+    a client trickling bytes just under UPLOAD_READ_TIMEOUT cannot hold a request open."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method != "POST" or request.path in STREAMING:
+            return await handler(request)
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await handler(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise UploadTimeout(f"The request took longer than {seconds:g} seconds in all "
+                                "(UPLOAD_REQUEST_TIMEOUT) and was abandoned; nothing was kept.",
+                                limit=seconds) from None
+
+    return middleware
 
 
 def _timed_out(timeout: float) -> UploadTimeout:

@@ -155,7 +155,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Re-run the job's recorded steps and compare hashes", {
                 "200": _json(_ref("Verification"), "The verification report."),
                 **_errors("job_not_found", "provenance_pending", "imageproc_unavailable", "imageproc_timeout",
-                          "busy", "rate_limited", *UNAVAILABLE),
+                          "busy", "rate_limited", "upload_timeout", *UNAVAILABLE),
             },
             params=[JOB_PARAM], tag="provenance",
             description="A verification that re-runs any step through imageproc spends one "
@@ -232,7 +232,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Check a pipeline given as JSON", {
                     "200": _json(_ref("Validation"), "The pipeline is valid."),
                     **_errors("invalid_json", "json_too_deep", "request_entity_too_large",
-                              "missing_pipeline", "invalid_pipeline", "unknown_preset"),
+                              "missing_pipeline", "invalid_pipeline", "unknown_preset",
+                              "upload_timeout"),
                 }, tag="pipelines",
                 body={"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["pipeline"], "properties": {

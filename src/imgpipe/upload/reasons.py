@@ -17,7 +17,7 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "too_many_pipelines": (413, "More 'pipeline' fields and parameters in one upload than UPLOAD_MAX_PIPELINES allows."),
     "empty_file": (400, "A 'file' part is empty."),
     "invalid_filename": (400, "A file name holds a path, control characters or more than 255 characters."),
-    "upload_timeout": (408, "The client sent nothing for UPLOAD_READ_TIMEOUT seconds; nothing was kept."),
+    "upload_timeout": (408, "The client sent nothing for UPLOAD_READ_TIMEOUT seconds, or a POST took longer than UPLOAD_REQUEST_TIMEOUT in all; nothing was kept."),
     "missing_token": (401, "UPLOAD_API_TOKENS is set and the request has no 'Authorization: Bearer' token."),
     "invalid_token": (401, "The bearer token is not one of UPLOAD_API_TOKENS."),
     "unsupported_format": (415, "A file is not JPEG, PNG, GIF, WebP, TIFF, AVIF or HEIF (sniffed from its bytes)."),
