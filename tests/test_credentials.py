@@ -201,3 +201,25 @@ def test_a_watermark_image_is_a_placed_component(chain) -> None:  # type: ignore
         ("parentOf", "input.jpeg", "sha256:" + hashlib.sha256(source).hexdigest()),
         ("componentOf", "logo", "sha256:" + hashlib.sha256(logo).hexdigest()),
     ]
+
+
+async def test_credentials_are_checked_against_the_record(chain) -> None:  # type: ignore[no-untyped-def]
+    from imgpipe.credentials.agreement import RecordCheck
+
+    source = image_bytes(200, 100)
+    payload, out = signed(signer_for(chain), source, "resize:w=50/format:png",
+                          job_id="e" * 32, stage="thumbs")
+    doc = {"job_id": "e" * 32, "stage": "thumbs", "pipeline": "resize:w=50/format:png",
+           "input": {"sha256": hashlib.sha256(source).hexdigest()},
+           "output": {"sha256": hashlib.sha256(out).hexdigest(), "media_type": "image/png",
+                      "payload_sha256": hashlib.sha256(payload).hexdigest()}}
+    check = RecordCheck(chain.ca.read_text())
+    agrees = await check(out, doc)
+    assert (agrees["agrees"], agrees["verdict"], agrees["differences"]) == (True, "trusted", [])
+    other = await check(out, {**doc, "stage": "elsewhere", "pipeline": "format:png"})
+    assert other["agrees"] is False
+    assert [d.split(":")[0] for d in other["differences"]] == ["stage", "pipeline"]
+    tampered = await check(flip_in_payload(payload, out), doc)
+    assert tampered["agrees"] is False and tampered["verdict"] == "invalid"
+    unsigned = await RecordCheck()(payload, doc)
+    assert unsigned["agrees"] is False and unsigned["verdict"] == "none"
