@@ -223,3 +223,19 @@ async def test_credentials_are_checked_against_the_record(chain) -> None:  # typ
     assert tampered["agrees"] is False and tampered["verdict"] == "invalid"
     unsigned = await RecordCheck()(payload, doc)
     assert unsigned["agrees"] is False and unsigned["verdict"] == "none"
+
+
+def test_imgpipe_dev_signs_unless_told_not_to(tmp_path: Path) -> None:
+    from imgpipe.dev import DEV_CREDENTIALS, DevSettings
+
+    signing = DevSettings.build(data_dir=tmp_path / "a")
+    chain_dir = (tmp_path / "a" / DEV_CREDENTIALS).resolve()
+    assert signing.imageproc.c2pa_sign is True
+    assert signing.imageproc.c2pa_cert_chain == chain_dir / "chain.pem"
+    assert signing.upload.c2pa_trust_anchors == chain_dir / "ca.pem"
+    first = (chain_dir / "ca.pem").read_bytes()
+    DevSettings.build(data_dir=tmp_path / "a")
+    assert (chain_dir / "ca.pem").read_bytes() == first  # made once, kept
+    off = DevSettings.build(data_dir=tmp_path / "b", c2pa_sign="off")
+    assert off.imageproc.c2pa_sign is False and off.upload.c2pa_trust_anchors is None
+    assert not (tmp_path / "b" / DEV_CREDENTIALS).exists()
