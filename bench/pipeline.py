@@ -3,6 +3,7 @@
     .venv/bin/python bench/pipeline.py                      # full run (see --help)
     .venv/bin/python bench/pipeline.py --smoke              # tiny, seconds; run by the tests
     .venv/bin/python bench/pipeline.py --configs 2x2 --repeat 1 --pipeline web
+    .venv/bin/python bench/pipeline.py --case small         # 400 small JPEGs: per-job overhead
 
 A fixed, generated image set is uploaded by concurrent clients through the
 whole system (upload -> RabbitMQ -> runner -> imageproc -> S3, provenance ->
@@ -250,8 +251,19 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CASES: dict[str, dict[str, Any]] = {
+    "small": {"configs": "2x2", "repeat": 1, "images": 400, "megapixels": "0.02-0.08",
+              "png_share": 0.0, "paced": 10},
+}
+"""Named cases: defaults for the options, each still overridable on the command line.
+``small``: 400 JPEGs of 15 KB on average (plankton-imager crops), where the per-job
+overhead of the services is all there is."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=sorted(CASES), default=None,
+                        help="a named case (its options are defaults the others override)")
     parser.add_argument("--show", type=Path, default=None, metavar="JSON",
                         help="print the tables of a report written by --out, run nothing")
     parser.add_argument("--smoke", action="store_true", help="tiny images, one config, seconds")
@@ -282,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
+    if args.case:
+        parser.set_defaults(**CASES[args.case])
+        args = parser.parse_args(argv)
     if args.show:
         print(table(json.loads(args.show.read_text())))
         return 0
@@ -302,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "pipeline", "machine": harness.machine(), "smoke": args.smoke,
         "images": len(images), "input_mb": sum(len(i.data) for i in images) / 1e6,
         "megapixels": [min(i.megapixels for i in images), max(i.megapixels for i in images)],
-        "pipeline": args.pipeline, "clients": args.clients, "repeat": repeat,
+        "case": args.case, "pipeline": args.pipeline, "clients": args.clients, "repeat": repeat,
         "threads": args.threads, "env": env, "runs": [],
     }
     with harness.servers_for(args.external, args.shared_broker) as servers, \

@@ -19,7 +19,9 @@ def test_bench_smoke_mode_reports_every_case() -> None:
         check=True,
     )
     report = json.loads(done.stdout)
-    assert [row["case"] for row in report["rows"]] == ["thumbnail-jpeg", "thumbnail-webp", "dither-png"]
+    assert [row["case"] for row in report["rows"]] == [
+        "thumbnail-jpeg", "thumbnail-webp", "dither-png", "dither-colour"
+    ]
     for row in report["rows"]:
         assert row["inprocess_per_s"] > 0 and row["http_per_s"] > 0 and row["output_bytes"] > 0
     assert report["service_peak_rss_mb"] > 0

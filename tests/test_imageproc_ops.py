@@ -228,6 +228,17 @@ def test_quality_lossless_and_progressive_change_the_encoding() -> None:
     assert palette.get_typeof("palette")
 
 
+def test_jpeg_effort_trades_bytes_for_speed_and_2_is_the_default() -> None:
+    noise = pyvips.Image.gaussnoise(300, 200, sigma=30, mean=128)
+    image = noise.bandjoin([pyvips.Image.xyz(300, 200)[0], noise]).cast("uchar")
+    data = bytes(image.copy(interpretation="srgb").pngsave_buffer())
+    sizes = [len(run(f"format:jpeg,effort={e}", data)[0].data) for e in (0, 1, 2)]
+    assert sizes[0] > sizes[1] > sizes[2], sizes
+    assert run("format:jpeg", data)[0].data == run("format:jpeg,effort=2", data)[0].data
+    with pytest.raises(PipelineError, match="jpeg takes 0 to 2"):
+        parse_pipeline("format:jpeg,effort=3")
+
+
 def exif_jpeg(orientation: int) -> bytes:
     image = pyvips.Image.new_from_buffer(quadrants(), "").copy()
     image.set_type(pyvips.GValue.gint_type, "orientation", orientation)

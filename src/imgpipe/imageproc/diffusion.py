@@ -1,20 +1,31 @@
 """Floyd-Steinberg error diffusion over raw 8-bit pixels, in Pillow's C code.
 
-Kept free of libvips so that it can run in a separate process: Pillow holds
-the GIL while it diffuses, stalling other threads meanwhile. Handing it to a
-process pool was tried and did not measurably help (see docs/benchmarks.md),
-so by default it runs in the calling thread.
+Pillow holds the GIL while it diffuses and cannot be interrupted, so
+imageproc runs :func:`diffuse` in helper processes
+(:mod:`imgpipe.imageproc.diffusers`): ``python -m imgpipe.imageproc.diffusion``
+is one helper, reading requests on stdin and answering on stdout. This module
+imports neither libvips nor aiohttp, so a helper starts small.
+
+Wire format, one request at a time: the pixels are in a shared memory file
+(``memfd``) the caller passes at start as the one argument (its descriptor);
+stdin carries :data:`REQUEST` (width, height, colours, mono, pixel byte
+count), stdout :data:`ANSWER` (0 for pixels, 1 for an error message, then the
+byte count), and the answer's bytes replace the pixels in the memory file.
+Only these few bytes cross the pipes, so a request costs two wake-ups however
+large the image (through a pipe, megabytes take one per 64 KB).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import os
+import struct
+import sys
+from typing import BinaryIO
 
 from PIL import Image
 
-Offload = Callable[..., Any]
-"""Runs ``fn(*args)`` somewhere (another process) and returns its result."""
+REQUEST = struct.Struct("<IIHBQ")
+ANSWER = struct.Struct("<BQ")
 
 
 def _grey_palette(levels: int) -> Image.Image:
@@ -32,6 +43,7 @@ def diffuse(pixels: bytes, width: int, height: int, colors: int, mono: bool) -> 
 
     Mono gives evenly spaced grey levels (pure black and white for 2); RGB
     gives a median-cut palette of the image. Returns pixels of the same shape.
+    Deterministic: the same pixels and Pillow version give the same bytes.
     """
     fs = Image.Dither.FLOYDSTEINBERG
     if mono:
@@ -44,6 +56,41 @@ def diffuse(pixels: bytes, width: int, height: int, colors: int, mono: bool) -> 
     return source.quantize(palette=palette, dither=fs).convert("RGB").tobytes()
 
 
-def run_here(fn: Callable[..., Any], *args: Any) -> Any:
-    """The default :data:`Offload`: call in the current thread."""
-    return fn(*args)
+def read_memory(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of the memory file ``fd``."""
+    parts: list[bytes] = []
+    offset = 0
+    while offset < size:
+        part = os.pread(fd, size - offset, offset)
+        if not part:
+            raise EOFError(f"memory file holds {offset} bytes, {size} expected")
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
+
+
+def write_memory(fd: int, data: bytes) -> None:
+    """Make the memory file ``fd`` hold exactly ``data``."""
+    os.ftruncate(fd, len(data))
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
+
+
+def serve(requests: BinaryIO, answers: BinaryIO, memory: int) -> None:
+    """Answer diffusion requests until ``requests`` ends (the helper's main loop)."""
+    while header := requests.read(REQUEST.size):
+        width, height, colors, mono, size = REQUEST.unpack(header)
+        try:
+            pixels = read_memory(memory, size)
+            out, status = diffuse(pixels, width, height, colors, bool(mono)), 0
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, who raises it
+            out, status = f"{type(exc).__name__}: {exc}".encode(), 1
+        write_memory(memory, out)
+        answers.write(ANSWER.pack(status, len(out)))
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer, int(sys.argv[1]))

@@ -3,7 +3,9 @@
 libvips has no error-diffusion operation, so the diffusion itself runs in
 Pillow's C code over raw pixels handed across in memory (Pillow decodes
 nothing here: it never sees the input bytes); see
-:mod:`imgpipe.imageproc.diffusion`.
+:mod:`imgpipe.imageproc.diffusion`. Where it runs (this thread, or a helper
+process that is killed at the deadline) is the caller's
+:class:`~imgpipe.imageproc.diffusers.Diffuser`.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from __future__ import annotations
 import pyvips
 
 from imgpipe.domain.pipeline.tone import Dither
-from imgpipe.imageproc.diffusion import Offload, diffuse, run_here
+from imgpipe.imageproc.diffusers import Diffuser, diffuse_here
 from imgpipe.imageproc.pixels import flatten
 
 PALETTE_FIELD = "imgpipe-palette-colours"
 """Image metadata telling the encoder the image already has at most N colours."""
 
 
-def dither(image: pyvips.Image, op: Dither, offload: Offload = run_here) -> pyvips.Image:
+def dither(
+    image: pyvips.Image,
+    op: Dither,
+    diffuser: Diffuser = diffuse_here,
+    deadline: float | None = None,
+) -> pyvips.Image:
     """Reduce ``image`` to ``op.colors`` colours with error diffusion."""
     image = flatten(image, "ffffff")
     if op.mono:
@@ -26,7 +33,7 @@ def dither(image: pyvips.Image, op: Dither, offload: Offload = run_here) -> pyvi
     else:
         source = image.colourspace("srgb") if image.bands != 3 else image
     pixels = bytes(source.write_to_memory())
-    result = offload(diffuse, pixels, image.width, image.height, op.colors, op.mono)
+    result = diffuser(pixels, image.width, image.height, op.colors, op.mono, deadline)
     bands = 1 if op.mono else 3
     out = pyvips.Image.new_from_memory(result, image.width, image.height, bands, "uchar")
     out = out.copy(interpretation="b-w" if op.mono else "srgb")

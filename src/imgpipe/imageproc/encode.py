@@ -20,6 +20,16 @@ _KEEP = {
 }
 
 
+JPEG_EFFORT: dict[int, dict[str, bool]] = {
+    0: {},
+    1: {"optimize_coding": True},
+    2: {"optimize_coding": True, "trellis_quant": True, "overshoot_deringing": True},
+}
+"""libjpeg options per JPEG ``effort``: 0 plain libjpeg (fastest, largest), 1 optimised
+Huffman tables (the same pixels, smaller), 2 (default) also trellis quantisation and
+overshoot deringing (smallest; about 10 % more CPU for a thumbnail, see docs/benchmarks.md)."""
+
+
 def _palette_colours(image: pyvips.Image) -> int | None:
     if image.get_typeof(PALETTE_FIELD):
         return int(image.get(PALETTE_FIELD))
@@ -35,9 +45,7 @@ def encode(image: pyvips.Image, fmt: Format) -> bytes:
         return bytes(
             image.jpegsave_buffer(
                 Q=fmt.quality,
-                optimize_coding=True,
-                trellis_quant=True,
-                overshoot_deringing=True,
+                **JPEG_EFFORT[fmt.effort if fmt.effort is not None else 2],
                 interlace=fmt.progressive,
                 optimize_scans=fmt.progressive,
                 keep=keep,

@@ -15,7 +15,7 @@ from imgpipe.domain.pipeline import geometry as g
 from imgpipe.domain.pipeline import tone as t
 from imgpipe.domain.pipeline.overlay import Watermark
 from imgpipe.imageproc import geometry, tone
-from imgpipe.imageproc.diffusion import Offload, run_here
+from imgpipe.imageproc.diffusers import Diffuser, diffuse_here
 from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
 from imgpipe.imageproc.errors import CorruptImage, ProcessingTimeout
@@ -155,14 +155,15 @@ def process(
     limits: Limits | None = None,
     overlays: Mapping[str, bytes] | None = None,
     deadline: float | None = None,
-    offload: Offload = run_here,
+    diffuser: Diffuser = diffuse_here,
 ) -> Result:
     """Run ``pipeline`` over the image ``data`` and encode the result.
 
     Deterministic: the same bytes, pipeline and libvips version give the same
     output bytes. ``deadline`` (a :func:`time.monotonic` value) stops libvips
-    mid-computation; ``offload`` runs the GIL-bound error diffusion of
-    ``dither`` (by default in the calling thread). Raises the refusals of
+    mid-computation; ``diffuser`` runs the error diffusion of ``dither``
+    (by default in the calling thread, holding the GIL and deaf to the
+    deadline; the service passes helper processes that honour it). Raises the refusals of
     :mod:`imgpipe.imageproc.errors`.
     """
     limits = limits or Limits()
@@ -176,7 +177,7 @@ def process(
             if isinstance(op, Watermark):
                 image = watermark(image, op, overlays)
             elif isinstance(op, t.Dither):
-                image = dither(image, op, offload)
+                image = dither(image, op, diffuser, deadline)
             else:
                 image = APPLY[type(op)](image, op)
             check_output(image, limits)

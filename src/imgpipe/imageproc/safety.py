@@ -68,11 +68,14 @@ class Probe:
         return self.width, self.height
 
 
-def configure_vips(formats: frozenset[str] | None = None) -> None:
+def configure_vips(formats: frozenset[str] | None = None, threads: int | None = None) -> None:
     """Turn the libvips operation cache off and allow only the wanted loaders.
 
-    Idempotent; affects the whole process.
+    ``threads`` sets how many threads libvips uses per image (left as it is
+    when None). Idempotent; affects the whole process.
     """
+    if threads is not None:
+        pyvips.concurrency_set(threads)
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.cache_set_max_files(0)

@@ -155,7 +155,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
         from imgpipe.errors import ConfigError
 
         raise ConfigError(f"IMAGEPROC_FORMATS: unknown format(s) {', '.join(unknown)}")
-    configure_vips(limits.formats)
+    configure_vips(limits.formats, settings.imageproc_vips_threads)
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     app = web.Application(middlewares=[errors_middleware])
     app[SETTINGS] = settings

@@ -4,7 +4,10 @@ At most ``workers`` images are processed at once (pyvips releases the GIL);
 up to ``queue`` more wait their turn; beyond that a request is refused at
 once with :class:`Overloaded` (HTTP 429). A request that exceeds its time
 limit answers :class:`ProcessingTimeout`; its thread keeps its slot until
-libvips returns, so a slow image can never overbook the pool.
+libvips returns, so a slow image can never overbook the pool. ``dither``'s
+error diffusion runs in one helper process per worker
+(:class:`~imgpipe.imageproc.diffusers.DiffusionHelpers`), killed at the
+deadline, so it neither holds the GIL nor outlives its time limit.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from imgpipe.credentials.signing import ContentSigner
 from imgpipe.domain.pipeline import Pipeline
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.credentials import StepOrigin, sign_result
+from imgpipe.imageproc.diffusers import DiffusionHelpers
 from imgpipe.imageproc.engine import Result, process
 from imgpipe.imageproc.errors import Overloaded, ProcessingTimeout
 from imgpipe.imageproc.safety import Limits
@@ -45,6 +49,7 @@ class WorkerPool:
         self.admitted = 0
         self._slots = asyncio.Semaphore(workers)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="imgpipe-vips")
+        self.diffusers = DiffusionHelpers(workers)
 
     def check_capacity(self) -> None:
         """Raise :class:`Overloaded` when no request can be admitted now."""
@@ -56,7 +61,9 @@ class WorkerPool:
 
     def _work(self, data: bytes, pipeline: Pipeline, deadline: float,
               origin: StepOrigin) -> Result:
-        result = process(data, pipeline, self.limits, self.overlays, deadline)
+        result = process(
+            data, pipeline, self.limits, self.overlays, deadline, self.diffusers
+        )
         if self.signer is None:
             return result
         return sign_result(self.signer, result, data, pipeline, origin, self.overlays)
@@ -100,3 +107,4 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the threads once their current work is done (idempotent)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.diffusers.close()

@@ -14,6 +14,7 @@ start).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -338,12 +339,41 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
         return tokens
 
 
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, -(-int(quota) // int(period))))
+
+
 class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):
     """`imgpipe imageproc`: the libvips HTTP service."""
 
     imageproc_host: str = "127.0.0.1"
     imageproc_port: int = Field(default=8080, ge=0, le=65535)
-    imageproc_workers: int = Field(default=2, ge=1, le=64, description="Threads running libvips.")
+    imageproc_workers: int = Field(
+        default_factory=usable_cpus,
+        ge=1,
+        le=64,
+        description=(
+            "Images processed at once (threads running libvips); default one per usable CPU "
+            "(affinity and cgroup quota)."
+        ),
+    )
+    imageproc_vips_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "libvips threads per image (its VIPS_CONCURRENCY). One per worker measured best "
+            "for a server (docs/benchmarks.md): parallelism comes from the workers."
+        ),
+    )
     imageproc_queue: int = Field(default=32, ge=0, description="Requests waiting beyond the workers before 429.")
     imageproc_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     imageproc_max_pixels: int = Field(default=50_000_000, ge=1)

@@ -35,11 +35,11 @@ _USES: dict[str, tuple[str, ...]] = {
     "q": ("jpeg", "webp", "avif"),
     "lossless": ("webp", "avif"),
     "progressive": ("jpeg", "png", "gif"),
-    "effort": ("png", "webp", "avif", "gif"),
+    "effort": ("jpeg", "png", "webp", "avif", "gif"),
     "palette": ("png",),
     "bg": ("jpeg",),
 }
-_EFFORT: dict[str, tuple[int, int]] = {"png": (0, 9), "webp": (0, 6), "avif": (0, 9), "gif": (1, 10)}
+_EFFORT: dict[str, tuple[int, int]] = {"jpeg": (0, 2), "png": (0, 9), "webp": (0, 6), "avif": (0, 9), "gif": (1, 10)}
 
 
 @register
@@ -67,7 +67,10 @@ class Format(Operation):
         default=None,
         ge=0,
         le=10,
-        description="Encoder effort: PNG zlib level 0-9 (6), WebP 0-6 (4), AVIF 0-9 (4), GIF 1-10 (7).",
+        description=(
+            "Encoder effort, bytes against CPU: JPEG 0-2 (2), PNG zlib level 0-9 (6), "
+            "WebP 0-6 (4), AVIF 0-9 (4), GIF 1-10 (7)."
+        ),
     )
     palette: bool = Field(
         default=False, description="PNG: quantise to a 256-colour palette (lossy, smaller)."

@@ -1,0 +1,141 @@
+"""Where ``dither``'s error diffusion runs: in the calling thread, or in helper processes.
+
+:class:`DiffusionHelpers` (what the service uses) keeps one helper process
+(``python -m imgpipe.imageproc.diffusion``) per worker thread, started on
+first use. The waiting thread releases the GIL, so diffusions run in
+parallel and the event loop never stalls on one; when the deadline passes
+first, the helper is killed at once (the work stops, nothing is left
+running) and the next request starts a fresh one. The output is Pillow's in
+either place, so it is the same bytes as in-thread diffusion.
+
+Invariant: a helper is used by one thread at a time, and a helper that did
+not answer in time is never reused.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import subprocess
+import sys
+import time
+from typing import Protocol
+
+from imgpipe.imageproc.diffusion import ANSWER, REQUEST, diffuse, read_memory, write_memory
+from imgpipe.imageproc.errors import ProcessingTimeout
+
+
+class Diffuser(Protocol):
+    """Runs :func:`imgpipe.imageproc.diffusion.diffuse`, stopping at ``deadline`` (monotonic)."""
+
+    def __call__(
+        self, pixels: bytes, width: int, height: int, colors: int, mono: bool,
+        deadline: float | None,
+    ) -> bytes: ...
+
+
+def diffuse_here(
+    pixels: bytes, width: int, height: int, colors: int, mono: bool, deadline: float | None
+) -> bytes:
+    """The in-thread :class:`Diffuser`: holds the GIL and cannot be stopped (library use)."""
+    return diffuse(pixels, width, height, colors, mono)
+
+
+class DiffusionFailed(RuntimeError):
+    """A helper died or answered with an error."""
+
+
+class _Helper:
+    def __init__(self) -> None:
+        self.memory = os.memfd_create("imgpipe-diffusion", os.MFD_CLOEXEC)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "imgpipe.imageproc.diffusion", str(self.memory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            pass_fds=(self.memory,),
+        )
+
+    def run(self, request: bytes, pixels: bytes, deadline: float | None) -> bytes:
+        assert self.process.stdin is not None
+        write_memory(self.memory, pixels)
+        try:
+            self.process.stdin.write(request)
+        except OSError as exc:
+            raise DiffusionFailed(f"diffusion helper gone ({exc})") from None
+        status, size = ANSWER.unpack(self._read(ANSWER.size, deadline))
+        body = read_memory(self.memory, size)
+        if status != 0:
+            raise DiffusionFailed(body.decode(errors="replace"))
+        return body
+
+    def _read(self, size: int, deadline: float | None) -> bytes:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        buffer = bytearray()
+        while len(buffer) < size:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                raise ProcessingTimeout("processing took longer than the time limit")
+            chunk = os.read(fd, size - len(buffer))
+            if not chunk:
+                raise DiffusionFailed(f"diffusion helper exited ({self.process.poll()})")
+            buffer += chunk
+        return bytes(buffer)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        os.close(self.memory)
+
+
+class DiffusionHelpers:
+    """A :class:`Diffuser` backed by up to ``size`` helper processes."""
+
+    def __init__(self, size: int) -> None:
+        self._idle: queue.LifoQueue[_Helper | None] = queue.LifoQueue()  # warm first
+        for _ in range(size):
+            self._idle.put(None)  # started on first use
+        self._all: set[_Helper] = set()
+        self.started = 0
+
+    def __call__(
+        self, pixels: bytes, width: int, height: int, colors: int, mono: bool,
+        deadline: float | None,
+    ) -> bytes:
+        helper = self._idle.get()
+        if helper is None or helper.process.poll() is not None:
+            helper = self._start()
+        request = REQUEST.pack(width, height, colors, int(mono), len(pixels))
+        try:
+            out = helper.run(request, pixels, deadline)
+        except BaseException:
+            self._discard(helper)
+            self._idle.put(None)
+            raise
+        self._idle.put(helper)
+        return out
+
+    def _start(self) -> _Helper:
+        helper = _Helper()
+        self._all.add(helper)
+        self.started += 1
+        return helper
+
+    def _discard(self, helper: _Helper) -> None:
+        helper.kill()
+        self._all.discard(helper)
+
+    def pids(self) -> list[int]:
+        """Process ids of the helpers alive now."""
+        return [h.process.pid for h in self._all if h.process.poll() is None]
+
+    def close(self) -> None:
+        """Stop every helper (idempotent)."""
+        for helper in list(self._all):
+            self._discard(helper)
