@@ -77,3 +77,39 @@ def test_generated_requests_never_break_the_upload_service(shared_system: Servic
             _fuzz(operation, doc, url, session, found)
     assert not found, found
     assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+
+
+def _refusal(response: requests.Response) -> tuple[int, str]:
+    assert not _problems(response), _problems(response)
+    return response.status_code, response.json()["error"]["reason"]
+
+
+def test_the_review_requests_get_documented_refusals(shared_system: ServiceProcesses) -> None:
+    """Issue 16's requests, scaled down, against the four services: each a fast 4xx with a
+    documented reason, the service up afterwards."""
+    url = shared_system.upload_url
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000185d7ba0a0000000049454e44ae426082")
+    with requests.Session() as http:
+        many = [("pipeline", (None, f"resize:w={i + 1}")) for i in range(200)]
+        response = http.post(f"{url}/upload", files=[("file", ("a.png", png)), *many], timeout=30)
+        assert _refusal(response) == (413, "too_many_pipelines")
+        response = http.post(f"{url}/upload", params=[("pipeline", "thumbnail")] * 17,
+                             files=[("file", ("a.png", png))], timeout=30)
+        assert _refusal(response) == (413, "too_many_pipelines")
+        deep = '{"pipeline":' * 5000 + '"thumbnail"' + "}" * 5000
+        response = http.post(f"{url}/pipelines/validate", data=deep, timeout=30,
+                             headers={"Content-Type": "application/json"})
+        assert _refusal(response) == (400, "json_too_deep")
+        job = http.post(f"{url}/upload", files=[("file", ("a.png", png))], timeout=30).json()
+        job_id = job["jobs"][0]["job_id"]
+        for index in ("-1", "+0", "0_0", "\uff10", "1e3"):
+            response = http.get(f"{url}/jobs/{job_id}/outputs/{index}", timeout=30)
+            assert _refusal(response) == (404, "output_not_found"), index
+        for path in ("/static/index.html", "/api", "/"):
+            headers = http.get(f"{url}{path}", timeout=30).headers
+            assert "default-src" in headers["Content-Security-Policy"], path
+        response = http.get(f"{url}/jobs/{job_id}/input", timeout=30)
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert http.get(f"{url}/healthz", timeout=5).status_code == 200
