@@ -105,10 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_credentials_command(sub)
 
     add_client_commands(sub)
-    from imgpipe import dlq, preset_commands
+    from imgpipe import dlq, preset_commands, queues
 
     dlq.add_parser(sub)
     preset_commands.add_parser(sub)
+    queues.add_parser(sub)
     return parser
 
 

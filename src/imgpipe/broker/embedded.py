@@ -40,7 +40,7 @@ from imgpipe.broker.embedded_queues import (
     release_core,
 )
 from imgpipe.broker.policy import RetryPolicy
-from imgpipe.broker.protocol import Consumer, DeadLetter, Handler
+from imgpipe.broker.protocol import Consumer, DeadLetter, Handler, Migration
 from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import Unavailable
 
@@ -247,6 +247,10 @@ class EmbeddedBroker:
 
     async def purge_dead_letters(self, queue: str) -> int:
         return await self._open_core().purge(self._dead(queue))
+
+    async def migrate_queues(self, exchange: str, delays: Sequence[float]) -> list[Migration]:
+        """Nothing to do: the embedded broker has one kind of queue."""
+        return []
 
     async def check(self) -> None:
         self._open_core()

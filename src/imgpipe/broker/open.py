@@ -11,6 +11,7 @@ from __future__ import annotations
 from imgpipe.broker.embedded import EmbeddedBroker
 from imgpipe.broker.protocol import Broker
 from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.broker.rabbitmq_queues import QueueShape
 from imgpipe.runtime.config import AmqpSettings
 from imgpipe.runtime.fileurl import embedded_path, is_embedded
 from imgpipe.runtime.lifecycle import until_available
@@ -22,7 +23,8 @@ def new_broker(settings: AmqpSettings, *, name: str) -> Broker:
     if is_embedded(settings.amqp_url):
         assert settings.amqp_url is not None
         return EmbeddedBroker(embedded_path(settings.amqp_url))
-    return AmqpBroker(settings.broker_url(), name=name)
+    return AmqpBroker(settings.broker_url(), name=name,
+                      shape=QueueShape(settings.amqp_queue_type, settings.amqp_delivery_limit))
 
 
 async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:

@@ -73,6 +73,15 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
 
+def _death_reason(headers: Mapping[str, Any]) -> str:
+    """Why RabbitMQ itself dead-lettered a message (``rejected``, ``delivery_limit``, ...)."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list) or not deaths:
+        return ""
+    latest = deaths[0]
+    return _text(latest.get("reason")) or "rejected" if isinstance(latest, dict) else "rejected"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One message of a dead-letter queue, as a person reads it."""
@@ -95,9 +104,7 @@ class DeadLetter:
         except ValueError:
             value = {}
         value = value if isinstance(value, dict) else {}
-        reason = _text(headers.get(REASON))
-        if not reason and headers.get("x-death"):
-            reason = "rejected"  # dead-lettered by RabbitMQ itself, not by a consumer
+        reason = _text(headers.get(REASON)) or _death_reason(headers)
         return cls(
             message_id=message_id,
             job_id=value.get("job_id"),
@@ -116,6 +123,15 @@ class DeadLetter:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+@dataclass
+class Migration:
+    """What migrating a stage's queues to the configured queue type did to one queue."""
+
+    queue: str
+    moved: int = 0
+    steps: list[str] = field(default_factory=list)
 
 
 class Consumer(Protocol):
@@ -171,6 +187,11 @@ class Broker(Protocol):
 
     async def purge_dead_letters(self, queue: str) -> int:
         """Delete the messages of work queue ``queue``'s dead-letter queue; how many."""
+        ...
+
+    async def migrate_queues(self, exchange: str, delays: Sequence[float]) -> list[Migration]:
+        """Give the queues of the stage fed by ``exchange`` (retry queues for ``delays``)
+        the configured queue type, keeping their messages; what was done."""
         ...
 
     async def check(self) -> None: ...

@@ -21,7 +21,9 @@ import aiormq.exceptions
 
 from imgpipe.broker.consumer import RETRY_DELAY, ConsumerLoop
 from imgpipe.broker.policy import RetryPolicy, replay_headers
-from imgpipe.broker.protocol import Consumer, DeadLetter, Handler
+from imgpipe.broker.protocol import Consumer, DeadLetter, Handler, Migration
+from imgpipe.broker.rabbitmq_nodes import connect as connect_nodes
+from imgpipe.broker.rabbitmq_queues import QueueShape, declare, migrate
 from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import TransientError, Unavailable
 
@@ -130,9 +132,12 @@ class AmqpBroker:
     """:class:`Broker` on RabbitMQ through aio-pika robust connections."""
 
     def __init__(self, url: str, *, name: str = "imgpipe",
-                 publish_deadline: float = PUBLISH_DEADLINE) -> None:
+                 publish_deadline: float = PUBLISH_DEADLINE,
+                 shape: QueueShape | None = None) -> None:
         self._url = url
         self._name = name
+        self._shape = shape or QueueShape()
+        self._stages: dict[str, str] = {}
         self._publish_deadline = publish_deadline
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
@@ -143,16 +148,14 @@ class AmqpBroker:
     async def connect(self) -> None:
         """Connect once; raise :class:`Unavailable` when RabbitMQ does not answer.
 
-        Once connected, the connection recovers on its own (channels,
-        topology and consumers included) whenever it is lost.
+        With several node URLs, the first that answers. Once connected, the
+        connection recovers on its own (channels, topology and consumers
+        included) whenever it is lost, on the next node that answers.
         """
         if self._connection is not None:
             return
         try:
-            connection = await aio_pika.connect_robust(
-                self._url, client_properties={"connection_name": self._name},
-                reconnect_interval=1, timeout=10,
-            )
+            connection = await connect_nodes(self._url, name=self._name)
         except CONNECTION_ERRORS as exc:
             raise Unavailable(f"RabbitMQ is unreachable: {type(exc).__name__}",
                               reason="broker_unavailable") from exc
@@ -176,44 +179,45 @@ class AmqpBroker:
     async def declare_exchange(self, exchange: str) -> None:
         await self._exchange(exchange)
 
-    async def _declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
-        """Declare a durable queue; an older one with other arguments is kept as it is."""
-        assert self._connection is not None, "connect() first"
-        channel = await self._connection.channel()
-        try:
-            await channel.declare_queue(name, durable=True, arguments=arguments)
-        except aiormq.exceptions.ChannelPreconditionFailed:
-            log.warning("queue %s exists with other arguments; delete it to get retries and "
-                        "dead-lettering", name)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+    def _open(self) -> aio_pika.abc.AbstractRobustConnection:
+        if self._connection is None:
+            raise Unavailable("not connected to RabbitMQ yet", reason="broker_unavailable")
+        return self._connection
 
     async def declare_work_queue(self, exchange: str, queue: str | None = None) -> str:
-        """Declare ``exchange``, its durable work queue and dead-letter queue; return the queue."""
+        """Declare ``exchange``, its durable work queue and dead-letter queue; return the queue.
+
+        Raises :class:`ConfigError` (``queue_type_mismatch``) when one of them exists with
+        another queue type than the configured one.
+        """
         ex = await self._exchange(exchange)
         name = queue or work_queue_name(exchange)
         names = topology(name)
         channel = self._channel()
-        dlx = await channel.declare_exchange(
+        await channel.declare_exchange(
             names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        dlq = await channel.declare_queue(names.dead_letter_queue, durable=True)
-        await dlq.bind(dlx)
-        await self._declare_queue(name, {"x-dead-letter-exchange": names.dead_letter_exchange})
-        q = await channel.declare_queue(name, durable=True, passive=True)
-        await q.bind(ex, routing_key="#")
+        for spec in (self._shape.dead_letter(name), self._shape.work(exchange, name)):
+            await declare(self._open(), spec, self._shape.queue_type, stage=exchange)
+            declared = await channel.declare_queue(spec.name, durable=True, passive=True)
+            await declared.bind(spec.exchange or ex, routing_key=spec.routing_key)
         self._queues.add(name)
+        self._stages[name] = exchange
         return name
 
     async def _declare_retry_queues(self, queue: str, policy: RetryPolicy) -> None:
-        names = topology(queue)
         for delay in sorted(set(policy.delays)):
-            await self._declare_queue(names.retry_queue(delay), {
-                "x-message-ttl": round(delay * 1000),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": queue,
-            })
+            await declare(self._open(), self._shape.retry(queue, delay), self._shape.queue_type,
+                          stage=self._stages.get(queue))
+
+    async def migrate_queues(self, exchange: str, delays: Sequence[float]) -> list[Migration]:
+        """Give the stage's queues the configured type (:func:`rabbitmq_queues.migrate`)."""
+        await self._exchange(exchange)
+        await self._channel().declare_exchange(
+            topology(work_queue_name(exchange)).dead_letter_exchange,
+            aio_pika.ExchangeType.FANOUT, durable=True)
+        specs = self._shape.stage(exchange, work_queue_name(exchange), delays)
+        return await migrate(self._open(), self._shape, specs)
 
     async def _publish(
         self, what: str, send: Callable[[], Awaitable[Any]],
@@ -296,10 +300,9 @@ class AmqpBroker:
         self, queue: str, handler: Handler, *, prefetch: int, retry: RetryPolicy | None = None
     ) -> Consumer:
         """Consume ``queue`` with ``handler``, at most ``prefetch`` messages at a time."""
-        assert self._connection is not None, "connect() first"
         policy = retry or RetryPolicy()
         await self._declare_retry_queues(queue, policy)
-        channel = await self._connection.channel()
+        channel = await self._open().channel()
         await channel.set_qos(prefetch_count=prefetch)
         q = await channel.declare_queue(queue, durable=True, passive=True)
         consumer = _AmqpConsumer(self, q, handler, policy)
@@ -326,13 +329,8 @@ class AmqpBroker:
                 await channel.close()
         return depths
 
-    def _connected(self) -> aio_pika.abc.AbstractRobustConnection:
-        if self._connection is None:
-            raise Unavailable("not connected to RabbitMQ yet", reason="broker_unavailable")
-        return self._connection
-
     async def queue_depth(self, queue: str) -> int | None:
-        channel = await self._connected().channel()
+        channel = await self._open().channel()
         try:
             declared = await channel.declare_queue(queue, passive=True)
             return int(declared.declaration_result.message_count or 0)
@@ -361,7 +359,7 @@ class AmqpBroker:
         return DeadLetter.of(message.body, message.message_id, dict(message.headers or {}))
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
-        channel = await self._connected().channel()
+        channel = await self._open().channel()
         try:
             taken = await self._take(channel, topology(queue).dead_letter_queue, limit)
             return [self._letter(m) for m in taken]
@@ -371,7 +369,7 @@ class AmqpBroker:
     async def replay_dead_letters(
         self, queue: str, limit: int, ids: Sequence[str] = ()
     ) -> list[DeadLetter]:
-        channel = await self._connected().channel(publisher_confirms=True, on_return_raises=True)
+        channel = await self._open().channel(publisher_confirms=True, on_return_raises=True)
         replayed: list[DeadLetter] = []
         try:
             dlq = topology(queue).dead_letter_queue
@@ -397,7 +395,7 @@ class AmqpBroker:
         return replayed
 
     async def purge_dead_letters(self, queue: str) -> int:
-        channel = await self._connected().channel()
+        channel = await self._open().channel()
         try:
             declared = await channel.declare_queue(topology(queue).dead_letter_queue, passive=True)
             result = await declared.purge()

@@ -101,6 +101,8 @@ class AmqpSettings(BaseSettings):
     amqp_url: str | None = Field(
         default=None,
         description="Full AMQP URL; when set it wins over host, user and password. "
+        "Several comma-separated amqp(s):// URLs name the nodes of a RabbitMQ cluster "
+        "(clients use the first that answers and move on when theirs dies). "
         "file:///dir selects the embedded broker kept in dir.",
     )
     amqp_host: str = "127.0.0.1"
@@ -115,6 +117,16 @@ class AmqpSettings(BaseSettings):
     amqp_retry_delays: str = Field(
         default="1,5,30,120",
         description="Seconds before each retry of a failed message; their count bounds attempts.",
+    )
+    amqp_queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum",
+        description="Type of every queue imgpipe declares on RabbitMQ: quorum (replicated, "
+        "survives a node) or classic (brokers without quorum queues).",
+    )
+    amqp_delivery_limit: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Quorum queues: deliveries after which a message that is never settled "
+        "(it crashes every consumer) goes to the dead-letter queue.",
     )
 
     @field_validator("amqp_retry_delays")
@@ -131,9 +143,11 @@ class AmqpSettings(BaseSettings):
     def _amqp_scheme(cls, value: str | None) -> str | None:
         if not value:
             return None  # `AMQP_URL=` (empty, as .env.example has it) means unset
-        if urlsplit(value).scheme not in ("amqp", "amqps", "file"):
-            raise ValueError("expected an amqp:// or amqps:// URL, or file:///dir (embedded)")
-        return value
+        schemes = [urlsplit(part.strip()).scheme for part in value.split(",") if part.strip()]
+        if schemes == ["file"] or (schemes and all(s in ("amqp", "amqps") for s in schemes)):
+            return value
+        raise ValueError("expected an amqp:// or amqps:// URL (several, comma-separated, for "
+                         "the nodes of a cluster), or file:///dir (embedded)")
 
     def broker_url(self) -> str:
         """The AMQP URL to connect to (secrets included: never log it)."""
