@@ -1,6 +1,6 @@
 """The pipeline language: operation models, parser, canonical form and presets.
 
-It lives in the core because every service that accepts a pipeline validates
+It is part of the domain because every service that accepts a pipeline validates
 it the same way. Importing it loads no imaging library.
 """
 
