@@ -5,11 +5,13 @@ is recorded only when UPLOAD_RECORD_CLIENT_ADDRESS says so."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from imgpipe.storage.open import open_object_store
 from tests.hardening import Service
 from tests.images import image_bytes
 from tests.prov_events import ref, step
@@ -109,3 +111,24 @@ async def test_own_visibility_filters_the_event_streams(service: Service) -> Non
     assert job_id not in await _events(client, "/events", BOB)
     resp = await client.get(f"/jobs/{job_id}/events", headers=BOB)
     assert await _reason(resp) == (404, "job_not_found")
+
+
+async def test_ingested_jobs_belong_to_the_principal_that_asked(service: Service) -> None:
+    client = await service.start(upload_api_tokens=TOKENS, upload_visibility="own",
+                                 upload_ingest_buckets="archive-bucket")
+    await service.record_uploads()
+    assert service.backends is not None
+    archive = await open_object_store(service.settings, buckets=("archive-bucket",))
+    try:
+        await archive.put_bytes("archive-bucket", "plates/a.png", image_bytes(20, 20, ".png"),
+                                content_type="image/png")
+    finally:
+        await archive.close()
+    resp = await client.post("/ingest", json={"source": "s3://archive-bucket/plates/"},
+                             headers=ALICE)
+    lines = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert resp.status == 200 and lines[-1]["done"], lines
+    [doc] = await service.backends.provenance.find({"kind": "job.received"})
+    assert doc["owner"] == "alice"
+    assert (await client.get(f"/jobs/{doc['job_id']}", headers=BOB)).status == 404
+    assert (await client.get(f"/jobs/{doc['job_id']}", headers=ALICE)).status == 200

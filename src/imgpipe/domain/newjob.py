@@ -34,6 +34,7 @@ def new_job(
     *,
     filename: str | None,
     client: str | None = None,
+    owner: str | None = None,
     software: str = "imgpipe-upload",
 ) -> NewJob:
     """The messages of a new job ``job_id`` over ``image`` running ``pipelines``."""
@@ -42,7 +43,7 @@ def new_job(
     received = ProvenanceEvent(
         event_id=provenance_event_id(job_id, "upload", "job.received"),
         kind="job.received", job_id=job_id, stage="upload", input=image, output=image,
-        pipelines=pipelines, filename=filename, client=client,
+        pipelines=pipelines, filename=filename, client=client, owner=owner,
         agents=(SoftwareAgent(name=software, version=__version__),),
     )
     return NewJob(image_event, received)

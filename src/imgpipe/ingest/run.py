@@ -103,7 +103,7 @@ class IngestRun:
 
     def __init__(
         self, store: ObjectStore, broker: Broker, ledger: Ledger, exchanges: Exchanges,
-        *, max_bytes: int, parallel: int = 4, interval: float = 0.5,
+        *, max_bytes: int, parallel: int = 4, interval: float = 0.5, owner: str | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -112,6 +112,8 @@ class IngestRun:
         self.max_bytes = max_bytes
         self.parallel = parallel
         self.interval = interval
+        #: the principal the jobs belong to (the one that asked for the run)
+        self.owner = owner
 
     async def _read(self, obj: ListedObject, bucket: str) -> tuple[str, int, bytes]:
         """sha256, size and first bytes of the object, reading it once."""
@@ -160,7 +162,7 @@ class IngestRun:
         image = ObjectRef(bucket=source.bucket, key=obj.key, sha256=sha256, size=size,
                           media_type=media_type(fmt), format=fmt)
         job = new_job(job_id, image, pipelines, filename=obj.key.rsplit("/", 1)[-1] or None,
-                      software="imgpipe-ingest")
+                      owner=self.owner, software="imgpipe-ingest")
         await self.broker.publish(self.exchanges.subscribe, job.image_event.to_bytes(),
                                   message_id=f"{job_id}-ingest", routing_key="uploaded")
         await self.broker.publish(self.exchanges.provenance, job.received.to_bytes(),

@@ -22,6 +22,7 @@ from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.ingest.ledger import Ledger
 from imgpipe.ingest.run import Exchanges, IngestRun
 from imgpipe.ingest.source import allowed_source
+from imgpipe.upload.auth import principal_of
 from imgpipe.upload.context import UploadContext, context_of
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ async def post_ingest(request: web.Request) -> web.StreamResponse:
     run = IngestRun(
         backends.store, backends.broker, Ledger(backends.store, settings.s3_input_bucket),
         Exchanges(settings.amqp_exchange_subscribe, settings.amqp_exchange_prov),
-        max_bytes=settings.upload_max_bytes, parallel=settings.upload_ingest_parallel)
+        max_bytes=settings.upload_max_bytes, parallel=settings.upload_ingest_parallel,
+        owner=principal_of(request))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)

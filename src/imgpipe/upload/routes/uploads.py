@@ -6,14 +6,8 @@ import logging
 
 from aiohttp import web
 
-from imgpipe import __version__
-from imgpipe.domain.events import (
-    ImageEvent,
-    ObjectRef,
-    ProvenanceEvent,
-    SoftwareAgent,
-    provenance_event_id,
-)
+from imgpipe.domain.events import ObjectRef
+from imgpipe.domain.newjob import new_job
 from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
 from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.upload import metrics
@@ -45,35 +39,18 @@ async def _announce(
         media_type=received.media_type,
         format=received.format,
     )
-    event = ImageEvent(
-        kind="uploaded",
-        job_id=received.job_id,
-        stage="upload",
-        image=image,
-        pipelines=pipelines,
-        filename=received.filename,
+    job = new_job(
+        received.job_id, image, pipelines, filename=received.filename, owner=principal_of(request),
+        client=request.remote if ctx.settings.upload_record_client_address else None,
     )
     await broker.publish(
-        settings.amqp_exchange_subscribe, event.to_bytes(), message_id=event.event_id,
-        routing_key="uploaded",
-    )
-    received_event = ProvenanceEvent(
-        event_id=provenance_event_id(received.job_id, "upload", "job.received"),
-        kind="job.received",
-        job_id=received.job_id,
-        stage="upload",
-        input=image,
-        output=image,
-        pipelines=pipelines,
-        filename=received.filename,
-        client=request.remote if ctx.settings.upload_record_client_address else None,
-        owner=principal_of(request),
-        agents=(SoftwareAgent(name="imgpipe-upload", version=__version__),),
+        settings.amqp_exchange_subscribe, job.image_event.to_bytes(),
+        message_id=job.image_event.event_id, routing_key="uploaded",
     )
     try:
         await broker.publish(
-            settings.amqp_exchange_prov, received_event.to_bytes(),
-            message_id=received_event.event_id, routing_key="job.received",
+            settings.amqp_exchange_prov, job.received.to_bytes(),
+            message_id=job.received.event_id, routing_key="job.received",
         )
     except ImgpipeError:
         log.warning("job accepted but its 'received' record was not published",
