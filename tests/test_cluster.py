@@ -1,0 +1,119 @@
+"""The whole pipeline on a three-node RabbitMQ cluster while nodes die.
+
+The services spread over the nodes (each lists every node in ``AMQP_URL``, its
+home node first): upload on node 1, a runner on node 2, a second runner and
+provenance on node 3. Under a steady load of uploads, the node that leads the
+stage's quorum queue is killed with SIGKILL and later started again; then the
+node leading it by then is stopped gracefully. The batch must keep the fault
+tests' invariant (tests/faults.py: nothing lost, nothing doubled); the report
+line (test-artifacts/fault-report.json) adds how long the pipeline stalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgpipe.broker.topology import work_queue_name
+from imgpipe.testing.processes import ServiceProcesses
+from tests.faults import Batch, assert_invariant, check_outputs, report, settle, verdict
+from tests.images import image_bytes
+from tests.rabbitmq_cluster import RabbitMQCluster
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(600)]
+
+UPLOADS_PER_SECOND = 4
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RabbitMQCluster]:
+    started = RabbitMQCluster(tmp_path / "cluster")
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
+def _longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch of [start, end] with none of ``times`` in it."""
+    points = [start, *sorted(t for t in times if start <= t <= end), end]
+    return max(b - a for a, b in zip(points, points[1:], strict=False))
+
+
+async def test_pipeline_survives_losing_rabbitmq_nodes(
+    system_env: ServiceProcesses, cluster: RabbitMQCluster
+) -> None:
+    system = system_env
+    system.env["AMQP_URL"] = cluster.url
+    system.env["AMQP_RETRY_DELAYS"] = "0.5,1,2"
+    homes = {"upload-server": 0, "runner": 1, "runner2": 2, "provenance": 2}
+    system.start("imageproc")
+    for key, home in homes.items():
+        system.start("runner" if key == "runner2" else key, key=key,
+                     AMQP_URL=cluster.url_from(home))
+    await asyncio.gather(*(system.wait_ready(k) for k in ["imageproc", *homes]))
+
+    batch = Batch(system)
+    accepted_at: list[float] = []
+    loading = asyncio.Event()
+    loading.set()
+
+    async def one(n: int) -> None:
+        job = await batch.upload(image_bytes(64 + n % 40, 48 + n // 40, ".png"), deadline=120)
+        if job is not None:
+            accepted_at.append(time.time())
+
+    async def steady_load() -> None:
+        tasks: list[asyncio.Task[None]] = []
+        n = 0
+        while loading.is_set():
+            tasks.append(asyncio.create_task(one(n)))
+            n += 1
+            await asyncio.sleep(1 / UPLOADS_PER_SECOND)
+        await asyncio.gather(*tasks)
+
+    started = time.time()
+    load = asyncio.create_task(steady_load())
+    queue = work_queue_name(system.env["AMQP_EXCHANGE_SUBSCRIBE"])
+    await asyncio.sleep(5)
+    killed = await asyncio.to_thread(cluster.leader, queue)
+    await asyncio.to_thread(cluster.kill, killed)
+    killed_at = time.time()
+    await asyncio.sleep(8)
+    await asyncio.to_thread(cluster.start_node, killed)
+    await asyncio.to_thread(cluster.wait_running, 3)
+    restarted_at = time.time()
+    await asyncio.sleep(3)
+    stopped = await asyncio.to_thread(cluster.leader, queue)
+    await asyncio.to_thread(cluster.stop_node, stopped)
+    stopped_at = time.time()
+    await asyncio.sleep(5)
+    loading.clear()
+    await load
+    ended = time.time()
+
+    snap = await settle(system, list(batch.accepted), timeout=180)
+    v = verdict(snap, batch.accepted)
+    mismatched = await check_outputs(system, snap, batch.accepted)
+    completed = [datetime.fromisoformat(str(d["time"]).replace("Z", "+00:00")).timestamp()
+                 for d in snap.docs if d.get("kind") == "step.completed"]
+    extra: dict[str, Any] = {
+        "nodes": 3, "killed": killed.nodename, "stopped_gracefully": stopped.nodename,
+        "restart_s": round(restarted_at - killed_at, 1),
+        "load_s": round(ended - started, 1),
+        "stall_uploads_s": round(_longest_gap(accepted_at, started, ended), 1),
+        "stall_processing_s": round(_longest_gap(completed, started + 2, ended), 1),
+        "stalls_at": {"kill": round(killed_at - started, 1),
+                      "graceful_stop": round(stopped_at - started, 1)},
+    }
+    line = report("rabbitmq_cluster", "leader node SIGKILLed and restarted, then the new "
+                  "leader stopped gracefully, under steady uploads", 2, batch, v, **extra)
+    assert_invariant(v)
+    assert not mismatched, mismatched
+    assert line["done"] == len(batch.accepted) > 20
