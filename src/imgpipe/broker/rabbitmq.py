@@ -19,11 +19,12 @@ import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
 
+from imgpipe.broker import rabbitmq_deadletters as deadletters
 from imgpipe.broker.consumer import RETRY_DELAY, ConsumerLoop
-from imgpipe.broker.policy import RetryPolicy, replay_headers
+from imgpipe.broker.policy import RetryPolicy
 from imgpipe.broker.protocol import Consumer, DeadLetter, Handler, Migration
 from imgpipe.broker.rabbitmq_nodes import connect as connect_nodes
-from imgpipe.broker.rabbitmq_queues import QueueShape, declare, migrate
+from imgpipe.broker.rabbitmq_queues import QueueShape, declare, migrate, queue_counts
 from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import TransientError, Unavailable
 
@@ -330,78 +331,19 @@ class AmqpBroker:
         return depths
 
     async def queue_depth(self, queue: str) -> int | None:
-        channel = await self._open().channel()
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-            return int(declared.declaration_result.message_count or 0)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-
-    @staticmethod
-    async def _take(
-        channel: aio_pika.abc.AbstractChannel, queue: str, limit: int
-    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-        """Up to ``limit`` messages of ``queue``, unacked (closing the channel returns them)."""
-        declared = await channel.declare_queue(queue, passive=True)
-        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
-        while len(taken) < limit:
-            message = await declared.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            taken.append(message)
-        return taken
-
-    @staticmethod
-    def _letter(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
-        return DeadLetter.of(message.body, message.message_id, dict(message.headers or {}))
+        counts = await queue_counts(self._open(), queue)
+        return counts[0] if counts else None
 
     async def dead_letters(self, queue: str, limit: int) -> list[DeadLetter]:
-        channel = await self._open().channel()
-        try:
-            taken = await self._take(channel, topology(queue).dead_letter_queue, limit)
-            return [self._letter(m) for m in taken]
-        finally:
-            await channel.close()  # unacked messages go back, in order
+        return await deadletters.show(self._open(), queue, limit)
 
     async def replay_dead_letters(
         self, queue: str, limit: int, ids: Sequence[str] = ()
     ) -> list[DeadLetter]:
-        channel = await self._open().channel(publisher_confirms=True, on_return_raises=True)
-        replayed: list[DeadLetter] = []
-        try:
-            dlq = topology(queue).dead_letter_queue
-            for message in await self._take(channel, dlq, limit if not ids else 1_000_000):
-                letter = self._letter(message)
-                if not letter.chosen(ids):
-                    continue
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        message.body, message_id=message.message_id,
-                        content_type=message.content_type or "application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        headers=replay_headers(dict(message.headers or {})),
-                    ),
-                    routing_key=queue, mandatory=True,
-                )
-                await message.ack()
-                replayed.append(letter)
-                if len(replayed) >= limit:
-                    break
-        finally:
-            await channel.close()
-        return replayed
+        return await deadletters.replay(self._open(), queue, limit, ids)
 
     async def purge_dead_letters(self, queue: str) -> int:
-        channel = await self._open().channel()
-        try:
-            declared = await channel.declare_queue(topology(queue).dead_letter_queue, passive=True)
-            result = await declared.purge()
-            return int(result.message_count or 0)
-        finally:
-            await channel.close()
+        return await deadletters.purge(self._open(), queue)
 
     async def check(self) -> None:
         if self._connection is None or self._connection.is_closed:

@@ -164,7 +164,7 @@ async def _accepts(connection: aio_pika.abc.AbstractConnection, name: str,
             await channel.close()
 
 
-async def _exists(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int] | None:
+async def queue_counts(connection: aio_pika.abc.AbstractConnection, name: str) -> tuple[int, int] | None:
     """(messages, consumers) of queue ``name``, or None when there is none."""
     channel = await connection.channel()
     try:
@@ -227,7 +227,7 @@ async def _bind(connection: aio_pika.abc.AbstractConnection, spec: QueueSpec, *,
 async def _delete_empty(connection: aio_pika.abc.AbstractConnection, name: str) -> None:
     """Delete queue ``name``, which must be empty (quorum queues have no if-empty delete;
     nothing routes to it any more)."""
-    found = await _exists(connection, name)
+    found = await queue_counts(connection, name)
     if found is None:
         return
     if found[0]:
@@ -257,7 +257,7 @@ async def migrate(connection: aio_pika.abc.AbstractConnection, shape: QueueShape
         except ConfigError:
             wrong.append(spec)
     for spec in wrong:
-        found = await _exists(connection, spec.name)
+        found = await queue_counts(connection, spec.name)
         if found is not None and found[1]:
             raise ConfigError(
                 f"queue {spec.name} has {found[1]} consumer(s); stop the services that use it "
@@ -276,7 +276,7 @@ async def migrate(connection: aio_pika.abc.AbstractConnection, shape: QueueShape
         done[spec.name].steps.append(f"declared again as a {shape.queue_type} queue")
     for spec in specs:
         holding = shape.holding(spec.name)
-        if await _exists(connection, holding.name) is None:
+        if await queue_counts(connection, holding.name) is None:
             continue
         back = await move(connection, holding.name, spec.name)
         done[spec.name].moved += back
