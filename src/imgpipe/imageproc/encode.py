@@ -27,7 +27,7 @@ JPEG_EFFORT: dict[int, dict[str, bool]] = {
 }
 """libjpeg options per JPEG ``effort``: 0 plain libjpeg (fastest, largest), 1 optimised
 Huffman tables (the same pixels, smaller), 2 (default) also trellis quantisation and
-overshoot deringing (smallest; about 10 % more CPU for a thumbnail, see docs/benchmarks.md)."""
+overshoot deringing (smallest; 6-9 % more CPU for a thumbnail, see docs/benchmarks.md)."""
 
 
 def _palette_colours(image: pyvips.Image) -> int | None:
