@@ -10,13 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from imgpipe import __version__
+from imgpipe.upload.openapi_schemas import JOB_ID, ref, schemas
 from imgpipe.upload.reasons import ERROR_REASONS
-
-JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "32 hexadecimal digits."}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -28,7 +23,7 @@ def _errors(*reasons: str) -> dict[str, Any]:
     for reason in (*reasons, "internal_error"):
         by_status.setdefault(ERROR_REASONS[reason][0], []).append(reason)
     return {
-        str(status): {**_json(_ref("Error"), "Refused; reason one of: " + ", ".join(names)),
+        str(status): {**_json(ref("Error"), "Refused; reason one of: " + ", ".join(names)),
                       "x-reasons": names}
         for status, names in sorted(by_status.items())
     }
@@ -71,7 +66,7 @@ def _paths() -> dict[str, dict[str, Any]]:
     return {
         "/upload": {"post": _op(
             "Upload images; one job per file", {
-                "202": _json(_ref("UploadAccepted"), "Accepted: every file is stored and queued."),
+                "202": _json(ref("UploadAccepted"), "Accepted: every file is stored and queued."),
                 **_errors("expected_multipart", "invalid_form", "unknown_field", "field_too_long",
                           "missing_file", "too_many_files", "too_many_pipelines", "empty_file",
                           "invalid_filename",
@@ -94,7 +89,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         )},
         "/jobs": {"get": _op(
             "Several jobs' status at once", {
-                "200": _json(_ref("JobList"), "The jobs found, in the order asked."),
+                "200": _json(ref("JobList"), "The jobs found, in the order asked."),
                 **_errors("missing_ids", "too_many_ids", "invalid_job_id", *UNAVAILABLE),
             },
             params=[_param("ids", "query", {"type": "string"},
@@ -102,7 +97,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         )},
         "/jobs/{job_id}": {"get": _op(
             "A job's status, input and outputs", {
-                "200": _json(_ref("Job"), "The job."),
+                "200": _json(ref("Job"), "The job."),
                 **_errors("job_not_found", *UNAVAILABLE),
             }, params=[JOB_PARAM],
             description="Answers `queued` from the moment the upload's 202 is sent.",
@@ -125,7 +120,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         )},
         "/jobs/{job_id}/outputs/{index}/credentials": {"get": _op(
             "The output's Content Credentials (C2PA), validated", {
-                "200": _json(_ref("Credentials"), "Verdict, failures and the chain of "
+                "200": _json(ref("Credentials"), "Verdict, failures and the chain of "
                                                   "manifests (active first)."),
                 **_errors("job_not_found", "output_not_found", "output_missing", *UNAVAILABLE),
             },
@@ -153,7 +148,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         )},
         "/jobs/{job_id}/verify": {"post": _op(
             "Re-run the job's recorded steps and compare hashes", {
-                "200": _json(_ref("Verification"), "The verification report."),
+                "200": _json(ref("Verification"), "The verification report."),
                 **_errors("job_not_found", "provenance_pending", "imageproc_unavailable", "imageproc_timeout",
                           "busy", "rate_limited", "upload_timeout", *UNAVAILABLE),
             },
@@ -199,7 +194,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Jobs for images already in an allowed bucket", {
                 "200": {"description": "Progress of the run, one JSON object per line; the last "
                         "has done: true, or an error.",
-                        "content": {"application/x-ndjson": {"schema": _ref("IngestProgress")}}},
+                        "content": {"application/x-ndjson": {"schema": ref("IngestProgress")}}},
                 **_errors("invalid_json", "invalid_source", "ingest_bucket_not_allowed",
                           "bucket_not_found", "invalid_pipeline", "unknown_preset",
                           "broker_unavailable", *UNAVAILABLE),
@@ -217,20 +212,20 @@ def _paths() -> dict[str, dict[str, Any]]:
                         "ingested (same key and content) are skipped; a stopped run resumes.",
         )},
         "/presets": {"get": _op(
-            "The named pipelines", {"200": _json(_ref("Presets"), "Presets by name.")},
+            "The named pipelines", {"200": _json(ref("Presets"), "Presets by name.")},
             tag="pipelines",
         )},
         "/pipelines/validate": {
             "get": _op(
                 "Check a pipeline", {
-                    "200": _json(_ref("Validation"), "The pipeline is valid."),
+                    "200": _json(ref("Validation"), "The pipeline is valid."),
                     **_errors("missing_pipeline", "invalid_pipeline", "unknown_preset"),
                 }, params=[PIPELINE_QUERY], tag="pipelines",
                 description="The page calls this as the user types.",
             ),
             "post": _op(
                 "Check a pipeline given as JSON", {
-                    "200": _json(_ref("Validation"), "The pipeline is valid."),
+                    "200": _json(ref("Validation"), "The pipeline is valid."),
                     **_errors("invalid_json", "json_too_deep", "request_entity_too_large",
                               "missing_pipeline", "invalid_pipeline", "unknown_preset",
                               "upload_timeout"),
@@ -262,156 +257,12 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/healthz": {"get": _op("Liveness", {"200": _json(
             {"type": "object", "properties": {"status": {"const": "alive"}}}, "Alive.")}, tag="ops")},
         "/readyz": {"get": _op("Readiness: are RabbitMQ, S3 and CouchDB reachable?", {
-            "200": _json(_ref("Ready"), "Ready."),
-            "503": _json(_ref("Ready"), "Not ready; `checks` names the failing backends."),
+            "200": _json(ref("Ready"), "Ready."),
+            "503": _json(ref("Ready"), "Not ready; `checks` names the failing backends."),
         }, tag="ops")},
         "/metrics": {"get": _op("Prometheus metrics", {
             "200": {"description": "Prometheus text format.", "content": {"text/plain": {}}},
         }, tag="ops")},
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    nullable_int = {"type": ["integer", "null"]}
-    nullable_str = {"type": ["string", "null"]}
-    sha = {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$", "description": "sha256 of the bytes."}
-    return {
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["reason", "message"], "properties": {
-                "reason": {"type": "string", "enum": sorted(ERROR_REASONS),
-                           "description": "Stable code for programs."},
-                "message": {"type": "string", "description": "A sentence for people."},
-                "details": {"type": "object", "description": "Extra facts, e.g. the pipeline "
-                                                             "step and parameter at fault."},
-            }}}},
-        "UploadAccepted": {"type": "object", "required": ["jobs"], "properties": {"jobs": {
-            "type": "array", "items": {"type": "object", "properties": {
-                "job_id": JOB_ID,
-                "status": {"const": "queued"},
-                "status_url": {"type": "string", "description": "/jobs/{job_id}"},
-                "filename": {**nullable_str, "description": "The client's file name, path removed."},
-                "sha256": sha, "size": {"type": "integer", "description": "Bytes."},
-                "format": {"type": "string", "description": "jpeg, png, gif, webp, tiff, avif or heif."},
-                "pipelines": {"type": "array", "items": {"type": "string"},
-                              "description": "Canonical pipelines the job runs."},
-            }}}}},
-        "Job": {"type": "object", "required": ["job_id", "status", "outputs"], "properties": {
-            "job_id": JOB_ID,
-            "status": {"enum": ["queued", "processing", "done", "failed"],
-                       "description": "queued: stored and waiting; processing: a runner started; "
-                                      "done: every pipeline has an output; failed: see `error`."},
-            "filename": nullable_str,
-            "owner": {**nullable_str, "description": "The principal (API token name) that "
-                                                     "uploaded it; null without tokens."},
-            "pipelines": {"type": "array", "items": {"type": "string"}},
-            "received_at": {**nullable_str, "format": "date-time"},
-            "input": {"type": "object", "properties": {
-                "sha256": sha, "size": nullable_int, "media_type": nullable_str,
-                "format": nullable_str,
-                "location": {**nullable_str, "description": "s3://bucket/key"},
-            }},
-            "outputs": {"type": "array", "items": _ref("Output")},
-            "provenance_url": {"type": "string", "description": "/jobs/{job_id}/provenance"},
-            "error": {"type": "object", "description": "Present when status is failed.",
-                      "properties": {
-                          "reason": {"type": "string", "description": "e.g. input_missing, "
-                                     "input_changed, invalid_pipeline, or imageproc's reason "
-                                     "such as unsupported_image."},
-                          "message": {"type": "string"}, "stage": nullable_str,
-                          "pipeline": nullable_str}},
-        }},
-        "Output": {"type": "object", "properties": {
-            "stage": {"type": "string", "description": "The runner stage that made it."},
-            "pipeline": {"type": "string", "description": "Canonical pipeline."},
-            "format": nullable_str, "media_type": nullable_str,
-            "width": nullable_int, "height": nullable_int, "size": nullable_int, "sha256": sha,
-            "location": {"type": "string", "description": "s3://bucket/key"},
-            "url": {"type": "string", "description": "/jobs/{job_id}/outputs/{index}"},
-            "completed_at": {**nullable_str, "format": "date-time"},
-            "payload_sha256": {**sha, "description": "Signed outputs only: the sha256 of the "
-                               "image as libvips encoded it, before the manifest was inserted."},
-            "credentials_url": {"type": "string", "description": "Signed outputs only: "
-                                "/jobs/{job_id}/outputs/{index}/credentials"},
-        }},
-        "Credentials": {"type": "object", "required": ["verdict", "manifests"], "properties": {
-            "job_id": JOB_ID, "output": {"type": "integer"}, "sha256": sha,
-            "anchors": {"type": "boolean", "description": "C2PA_TRUST_ANCHORS is set."},
-            "verdict": {"enum": ["trusted", "untrusted", "invalid", "none"], "description":
-                        "trusted: valid and the signer chains to an anchor; untrusted: valid "
-                        "signature and binding, signer not anchored; invalid: a signature or "
-                        "hash failed; none: no credentials."},
-            "state": {**nullable_str, "description": "C2PA validation state: Trusted, Valid, "
-                      "Invalid."},
-            "error": nullable_str,
-            "failures": {"type": "array", "items": {"type": "object", "properties": {
-                "code": {"type": "string"}, "url": {"type": "string"},
-                "explanation": {"type": "string"}}}},
-            "manifests": {"type": "array", "items": {"type": "object", "properties": {
-                "label": {"type": "string"}, "title": nullable_str, "signer": nullable_str,
-                "issuer": nullable_str, "algorithm": nullable_str, "signed_at": nullable_str,
-                "generator": {"type": "array", "items": {"type": "string"}},
-                "actions": {"type": "array", "items": {"type": "object", "properties": {
-                    "action": {"type": "string"}, "description": nullable_str,
-                    "agent": nullable_str}}},
-                "ingredients": {"type": "array", "items": {"type": "object", "properties": {
-                    "title": nullable_str, "format": nullable_str,
-                    "relationship": nullable_str, "instance_id": nullable_str,
-                    "manifest": nullable_str}}},
-                "imgpipe": {"type": ["object", "null"], "description": "The org.imgpipe.step "
-                            "assertion: job, stage, pipeline, input and payload sha256, "
-                            "software, record."},
-            }}},
-        }},
-        "JobList": {"type": "object", "properties": {
-            "jobs": {"type": "array", "items": _ref("Job")},
-            "missing": {"type": "array", "items": JOB_ID, "description": "Ids no job has."},
-        }},
-        "Presets": {"type": "object", "properties": {
-            "default": {"type": "string", "description": "Used when an upload names no pipeline."},
-            "presets": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"},
-                "pipeline": {"type": "string", "description": "Canonical pipeline text."},
-                "description": {"type": "string", "description": "What the preset is for."},
-                "builtin": {"type": "boolean",
-                            "description": "False for a preset of the IMGPIPE_PRESETS file."},
-            }}},
-        }},
-        "IngestProgress": {"type": "object", "properties": {
-            "source": {"type": "string"},
-            **{name: {"type": "integer", "minimum": 0} for name in (
-                "listed", "queued", "skipped", "refused", "failed", "bytes_read")},
-            "elapsed": {"type": "number"},
-            "resumed_after": {"type": "string"}, "cursor": {"type": "string"},
-            "done": {"type": "boolean"},
-            "errors": {"type": "array", "items": {"type": "object"}},
-        }},
-        "Validation": {"type": "object", "properties": {
-            "valid": {"const": True},
-            "canonical": {"type": "string", "description": "The canonical text form."},
-            "steps": {"type": "array", "items": {"type": "object"},
-                      "description": "The JSON form: one {\"op\": name, ...} per step."},
-            "format": {"type": "string", "description": "Output format."},
-            "media_type": {"type": "string"},
-            "preset": {**nullable_str, "description": "The preset name, when one was given."},
-        }},
-        "Verification": {"type": "object", "properties": {
-            "job_id": JOB_ID,
-            "outcome": {"enum": ["verified", "input_changed", "output_changed", "output_differs",
-                                 "record_incomplete"],
-                        "description": "The job's outcome: the most severe of its steps'."},
-            "verified": {"type": "boolean"},
-            "checked_at": {"type": "string", "format": "date-time"},
-            "steps": {"type": "array", "items": {"type": "object", "properties": {
-                "stage": {"type": "string"}, "pipeline": {"type": "string"},
-                "outcome": {"type": "string"}, "message": {"type": "string"},
-                "input": {"type": "object"}, "output": {"type": "object"},
-                "libvips": {"type": "object", "description": "Recorded and current versions."},
-            }}},
-        }},
-        "Ready": {"type": "object", "properties": {
-            "status": {"enum": ["ready", "not_ready"]},
-            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-        }},
     }
 
 
@@ -447,7 +298,7 @@ def openapi_document(routes: set[tuple[str, str]] | None = None) -> dict[str, An
         },
         "paths": paths,
         "security": [{}, {"bearer": []}],
-        "components": {"schemas": _schemas(), "securitySchemes": {"bearer": {
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {
             "type": "http", "scheme": "bearer",
             "description": "Needed only when the service sets UPLOAD_API_TOKENS; "
                            "the page, this description and the ops routes stay public.",
