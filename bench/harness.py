@@ -72,6 +72,7 @@ class Servers:
     couchdb_url: str
     couchdb_user: str
     couchdb_password: str
+    couchdb: str = "CouchDB"
     pids: Mapping[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -103,30 +104,35 @@ class Servers:
 
 
 @contextlib.contextmanager
-def private_servers(own_broker: bool = True) -> Iterator[Servers]:
+def private_servers(own_broker: bool = True, pouchdb_too: bool = False) -> Iterator[list[Servers]]:
     """Start S3 and CouchDB (and RabbitMQ unless ``own_broker`` is False) for one run;
-    which CouchDB: see :mod:`imgpipe.testing.servers.couchdb`."""
+    which CouchDB: see :mod:`imgpipe.testing.servers.couchdb`. With ``pouchdb_too``, a
+    second set of the same servers with pouchdb-server as CouchDB follows the first."""
     with tempfile.TemporaryDirectory(prefix="imgpipe-bench-") as tmp:
         state = Path(tmp)
         started: list[Any] = []
         try:
             s3 = start_on_free_ports(lambda: S3Server(state / "s3", die_with_parent=True))
             started.append(s3)
-            couch: Any = start_couchdb(state / "couchdb", die_with_parent=True)
-            started.append(couch)
+            couches: list[Any] = [start_couchdb(state / "couchdb", die_with_parent=True)]
+            if pouchdb_too:
+                couches.append(start_couchdb(state / "pouchdb", die_with_parent=True, environ={}))
+            started += couches
             if own_broker:
                 broker = start_rabbitmq(state / "rabbitmq")
                 started.append(broker)
             else:
                 broker = ensure_rabbitmq(state / "rabbitmq", fallback_ports="auto")
-            pids = {"s3 (weed)": s3.pid, f"couchdb ({couch.implementation})": couch.pid}
+            pids = {"s3 (weed)": s3.pid}
             if own_broker and broker.pid:
                 pids["rabbitmq (beam)"] = broker.pid
-            yield Servers(
+            yield [Servers(
                 amqp_url=broker.url, s3_url=s3.url, s3_access_key=s3.access_key,
                 s3_secret_key=s3.secret_key, couchdb_url=couch.url, couchdb_user=couch.user,
-                couchdb_password=couch.password, pids={k: p for k, p in pids.items() if p},
-            )
+                couchdb_password=couch.password, couchdb=couch.implementation,
+                pids={k: p for k, p in {**pids, f"couchdb ({couch.implementation})": couch.pid}
+                      .items() if p},
+            ) for couch in couches]
         finally:
             for server in reversed(started):
                 server.stop(grace=5)
@@ -469,12 +475,14 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @contextlib.contextmanager
-def servers_for(external: bool, shared_broker: bool) -> Iterator[Servers]:
-    """The servers named by the environment (``--external``), or private ones."""
+def servers_for(external: bool, shared_broker: bool,
+                pouchdb_too: bool = False) -> Iterator[list[Servers]]:
+    """The servers named by the environment (``--external``), or private ones (see
+    :func:`private_servers`)."""
     if external:
-        yield Servers.from_env()
+        yield [Servers.from_env()]
     else:
-        with private_servers(not shared_broker) as servers:
+        with private_servers(not shared_broker, pouchdb_too) as servers:
             yield servers
 
 

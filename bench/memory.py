@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                                png_megapixels=(0.05, 0.1) if smoke else (0.5, 3.0))
     report: dict[str, Any] = {"benchmark": "memory", "machine": harness.machine(),
                               "smoke": smoke, "results": []}
-    with harness.servers_for(args.external, args.shared_broker) as servers, \
+    with harness.servers_for(args.external, args.shared_broker) as (servers, *_), \
             tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
         for r in range(repeat if {"upload", "thumbnail"} & set(cases) else 0):
             if "upload" in cases:

@@ -68,6 +68,13 @@ class Config:
         env = tuple(tuple(a.split("=", 1)) for a in assignments.split(",") if a)
         return Config(self.runners, self.workers, name, env)  # type: ignore[arg-type]
 
+    def on(self, servers: Servers, named: bool) -> Config:
+        """The same configuration, labelled with the CouchDB it runs on when ``named``."""
+        if not named:
+            return self
+        variant = " ".join(filter(None, (self.variant, servers.couchdb)))
+        return Config(self.runners, self.workers, variant, self.env)
+
 
 def in_process(images: list[Image], spec: str, threads: int) -> dict[str, float]:
     """The limit: every image through the engine in ``threads`` threads, nothing else."""
@@ -282,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--external", action="store_true",
                         help="use the servers named by AMQP_URL, S3_*, COUCHDB_* instead of "
                              "starting private ones")
+    parser.add_argument("--couchdb", choices=("chosen", "both"), default="chosen",
+                        help="both: every config on the CouchDB the settings choose and, "
+                             "interleaved, on pouchdb-server (CPU side by side)")
     parser.add_argument("--shared-broker", action="store_true",
                         help="use the RabbitMQ on 127.0.0.1:5672 instead of a private one")
     parser.add_argument("--variant", action="append", default=[],
@@ -320,13 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         "case": args.case, "pipeline": args.pipeline, "clients": args.clients, "repeat": repeat,
         "threads": args.threads, "env": env, "runs": [],
     }
-    with harness.servers_for(args.external, args.shared_broker) as servers, \
+    with harness.servers_for(args.external, args.shared_broker,
+                             args.couchdb == "both") as server_sets, \
             tempfile.TemporaryDirectory(prefix="imgpipe-bench-logs-") as logs:
         for r in range(repeat):
             run: dict[str, Any] = {"in_process": in_process(images, args.pipeline, args.threads),
                                    "configs": []}
-            for config in [Config.parse(text).with_variant(v) for text in configs
-                           for v in args.variant or [""]]:
+            for config, servers in [
+                    (Config.parse(text).with_variant(v).on(s, len(server_sets) > 1), s)
+                    for text in configs for v in args.variant or [""] for s in server_sets]:
                 result = asyncio.run(end_to_end(
                     servers, images, config, clients=args.clients,
                     pipeline=args.pipeline,

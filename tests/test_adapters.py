@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 
@@ -167,6 +168,24 @@ async def test_concurrent_puts_are_written_together_once_each(couch: CouchStore)
     assert len(found) == 41
     stored = await couch.get("old")
     assert stored is not None and stored["n"] == 0
+
+
+
+@pytest.mark.parametrize(("field", "index"), [("job_id", "by-job"),
+                                              ("input.sha256", "by-input-sha"),
+                                              ("output.sha256", "by-output-sha")])
+async def test_couchdb_queries_use_their_indexes(couch: CouchStore, couchdb_server: Any,
+                                                 unique_name: str, field: str, index: str) -> None:
+    """A job's records and the lineage walk ask by one field each: CouchDB's ``_explain``
+    names the Mango index made for it, not a scan of every document."""
+    if couchdb_server.implementation == "pouchdb-server":
+        pytest.skip("the stand-in's query planner is not CouchDB's")
+    async with aiohttp.ClientSession(headers=couchdb_server.auth_headers()) as http, http.post(
+        f"{couchdb_server.url}/{unique_name}/_explain", json={"selector": {field: "x"}}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["index"]["name"] == index
+
 
 async def test_unreachable_couchdb_is_transient(unique_name: str) -> None:
     store = CouchStore(CouchSettings(couchdb_url="http://127.0.0.1:9", couchdb_db=unique_name))

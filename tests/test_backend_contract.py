@@ -507,3 +507,16 @@ async def test_changes_feed_continues_from_a_position(provenance_store: Provenan
     assert (await provenance_store.changes(None))[1] == end
     assert await provenance_store.put("late", _doc("j9", "step.started", "t"))
     assert [d["_id"] for d in (await provenance_store.changes(end))[0]] == ["late"]
+
+
+async def test_pages_read_every_match_once(provenance_store: ProvenanceStore,
+                                           unique_name: str) -> None:
+    """Reads with no upper bound (a large job's records) come a page at a time (CouchDB:
+    ``_find`` bookmarks), every match once."""
+    for n in range(23):
+        assert await provenance_store.put(f"{unique_name}-{n:03d}", {"job_id": unique_name, "n": n})
+    await provenance_store.put(f"{unique_name}-other", {"job_id": f"{unique_name}-other"})
+    pages = [page async for page in provenance_store.pages({"job_id": unique_name}, page_size=5)]
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    assert sorted(doc["n"] for page in pages for doc in page) == list(range(23))
+    assert [page async for page in provenance_store.pages({"job_id": "nobody"})] == []

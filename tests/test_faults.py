@@ -149,14 +149,19 @@ async def test_rabbitmq_restarted_mid_batch(system_env: ServiceProcesses, privat
 # --------------------------------------------------------------------------- 3
 
 
-async def test_couchdb_stopped_mid_batch(system_env: ServiceProcesses, couchdb_server: Any) -> None:
-    """Provenance waits while CouchDB is down and catches up after; nothing is lost."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_couchdb_stopped_mid_batch(system_env: ServiceProcesses, couchdb_server: Any,
+                                         sig: signal.Signals) -> None:
+    """Provenance waits while CouchDB is down (stopped cleanly, or killed) and catches up
+    after; nothing accepted is lost, nothing is written twice."""
+    if not couchdb_server.restartable:
+        pytest.skip("a CouchDB given by IMGPIPE_TEST_COUCHDB_URL is never stopped")
     system = system_env
     await system.start_all()
     batch = Batch(system)
     jobs = [j for j in await batch.upload_many(images(15)) if j]
     await wait_for(lambda: _at_least(system, jobs, 3), timeout=60, interval=0.1)
-    await asyncio.to_thread(couchdb_server.stop)
+    await asyncio.to_thread(couchdb_server.stop, sig=sig)
     try:
         await batch.upload_many(images(15, offset=50))  # uploads do not need CouchDB
         await wait_for(lambda: _status_is(f"{system.url('provenance')}/readyz", 503), timeout=20)
@@ -166,7 +171,9 @@ async def test_couchdb_stopped_mid_batch(system_env: ServiceProcesses, couchdb_s
         couchdb_server.start()  # in this thread: a server started from a worker thread
         # would get the signal meant for its parent when that thread ends
     await system.wait_ready("provenance", timeout=60)
-    line = await finish(system, batch, "couchdb_stopped", "CouchDB stopped and started mid-batch", 1)
+    line = await finish(system, batch, f"couchdb_stopped_{sig.name.lower()}",
+                        f"{couchdb_server.implementation} stopped ({sig.name}) and started "
+                        "mid-batch", 1)
     assert line["done"] == 30 and not batch.refused
 
 

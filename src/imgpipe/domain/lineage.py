@@ -31,20 +31,16 @@ def _time(doc: Mapping[str, Any]) -> str:
     return str(doc.get("started_at") or doc.get("time") or "")
 
 
-#: Records asked for by the first query of a job's records; each next query asks four times more.
+#: Records read per page of a job's records.
 FIRST_PAGE = 500
 
 
 async def job_records(store: ProvenanceStore, job_id: str, *, first: int = FIRST_PAGE) -> list[Doc]:
-    """Every provenance record of a job (all stages), oldest first.
-
-    A query that fills its limit is asked again with a larger one until it
-    does not (pouchdb-server sends no bookmarks to page with): all records
-    are read, in O(n) documents overall.
-    """
-    limit = first
-    while len(docs := await store.find({"job_id": job_id}, limit=limit)) >= limit:
-        limit *= 4
+    """Every provenance record of a job (all stages), oldest first: read a page at a
+    time (:meth:`~imgpipe.provstore.protocol.ProvenanceStore.pages`, CouchDB's bookmarks),
+    each document once."""
+    docs = [doc async for page in store.pages({"job_id": job_id}, page_size=first)
+            for doc in page]
     return sorted(docs, key=lambda d: (_time(d), str(d.get("_id"))))
 
 

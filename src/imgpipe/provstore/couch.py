@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -22,7 +22,7 @@ from aiocouch import CouchDB, Database
 from aiocouch.exception import NotFoundError
 
 from imgpipe.errors import TransientError, Unavailable
-from imgpipe.provstore.protocol import INDEXES, Doc
+from imgpipe.provstore.protocol import INDEXES, PAGE_SIZE, Doc
 from imgpipe.runtime.config import CouchSettings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ class CouchStore:
         server = _open_server(self._settings)
         try:
             if create:
-                db = await server.create(self._name, exists_ok=True)
+                # one shard (q=1): CouchDB orders _changes per shard only, and the
+                # event streams read them in the order records were stored
+                db = await server.create(self._name, exists_ok=True, q=1)
                 for index in INDEXES:
                     await db.index(dict(index["index"]), name=index["name"])
             else:
@@ -163,21 +165,39 @@ class CouchStore:
     async def find(
         self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
     ) -> list[Doc]:
-        """Mango query through a plain ``POST /db/_find``.
-
-        aiocouch's ``find()`` pages with bookmarks that pouchdb-server does not
-        send; one request with a limit works on both servers.
-        """
-        db = await self._database()
+        """Mango query: one ``POST /db/_find`` with a limit (:meth:`pages` reads on)."""
         body: dict[str, Any] = {"selector": dict(selector), "limit": limit}
         if sort:
             body["sort"] = list(sort)
+        return [dict(d) for d in (await self._find(body)).get("docs", [])]
+
+    async def pages(
+        self, selector: Mapping[str, Any], *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[list[Doc]]:
+        """Every document ``selector`` matches, ``page_size`` at a time: each ``_find``
+        carries the ``bookmark`` of the page before. (pouchdb-server, the test
+        scripts' stand-in, sends no bookmark: it is paged with ``skip``.)"""
+        body: dict[str, Any] = {"selector": dict(selector), "limit": page_size}
+        while True:
+            result = await self._find(body)
+            docs = [dict(d) for d in result.get("docs", [])]
+            if docs:
+                yield docs
+            if len(docs) < page_size:
+                return
+            if result.get("bookmark"):
+                body["bookmark"] = result["bookmark"]
+            else:
+                body["skip"] = body.get("skip", 0) + len(docs)
+
+    async def _find(self, body: dict[str, Any]) -> dict[str, Any]:
+        db = await self._database()
         try:
             _, result = await db._remote._post(f"/{self._name}/_find", data=body)
         except _ERRORS as exc:
             raise _unavailable(exc) from exc
         assert isinstance(result, dict)
-        return [dict(d) for d in result.get("docs", [])]
+        return result
 
     async def changes(self, since: str | None, *, limit: int = 100) -> tuple[list[Doc], str]:
         db = await self._database()

@@ -10,10 +10,13 @@ Queries are CouchDB Mango selectors on both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 Doc = dict[str, Any]
+
+#: Documents one page of :meth:`ProvenanceStore.pages` holds unless asked otherwise.
+PAGE_SIZE = 500
 
 #: Mango indexes the queries of the job API and lineage rely on.
 INDEXES: Sequence[Mapping[str, Any]] = (
@@ -50,6 +53,14 @@ class ProvenanceStore(Protocol):
         position after them (pass it back to continue). ``None`` asks for the position now
         (no documents). Positions are opaque text (CouchDB's update sequence), so a client
         can resume from one it was given (SSE's ``Last-Event-ID``)."""
+        ...
+
+    def pages(
+        self, selector: Mapping[str, Any], *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[list[Doc]]:
+        """Every document ``selector`` matches, a page of at most ``page_size`` at a time:
+        for reads with no upper bound (say, every record of a large job). CouchDB pages
+        with ``_find`` bookmarks."""
         ...
 
     async def check(self) -> None: ...

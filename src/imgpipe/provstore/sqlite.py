@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import aiosqlite
 
 from imgpipe.errors import TransientError
 from imgpipe.provstore import mango
-from imgpipe.provstore.protocol import INDEXES, Doc
+from imgpipe.provstore.protocol import INDEXES, PAGE_SIZE, Doc
 
 
 def _unavailable(exc: BaseException) -> TransientError:
@@ -124,8 +124,30 @@ class SqliteProvenanceStore:
         self, selector: Mapping[str, Any], *, limit: int = 1000, sort: Sequence[Any] | None = None
     ) -> list[Doc]:
         """Documents matching a Mango ``selector``, in id order unless ``sort`` says otherwise."""
+        return await self._select(selector, limit=limit, sort=sort)
+
+    async def pages(
+        self, selector: Mapping[str, Any], *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[list[Doc]]:
+        """Every document ``selector`` matches, ``page_size`` at a time, in id order (each
+        page starts after the last id of the one before)."""
+        after: str | None = None
+        while True:
+            page = await self._select(selector, limit=page_size, after=after)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = str(page[-1]["_id"])
+
+    async def _select(self, selector: Mapping[str, Any], *, limit: int,
+                      sort: Sequence[Any] | None = None, after: str | None = None) -> list[Doc]:
         db = await self._database()
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
         for field, value in mango.equalities(selector).items():
             path = _json_path(field)
             if path is not None:

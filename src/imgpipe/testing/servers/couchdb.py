@@ -223,7 +223,8 @@ def start_couchdb(state_dir: Path, port: str | int = "auto", *, die_with_parent:
 
     if how == "release":
         return start_on_free_ports(lambda: ApacheCouchDB(state_dir, pick(), release=Path(where)))
-    print(f"imgpipe.testing: {where}", file=sys.stderr)
+    if environ is None:  # chosen by the settings, not asked for
+        print(f"imgpipe.testing: {where}", file=sys.stderr)
     return start_on_free_ports(
         lambda: PouchDBServer(state_dir, pick(), die_with_parent=die_with_parent))
 
