@@ -270,3 +270,90 @@ def test_content_credentials_panel(page: Page, signing_url: str,
     expect(body.locator(".cred-actions")).to_contain_text("c2pa.transcoded format:webp")
     expect(body.locator(".cred-ingredients")).to_contain_text("parentOf: photo.jpg sha256:")
     shot(page, "credentials")
+
+
+def test_live_events_lineage_graph_and_verify(
+    page: Page, imgpipe_url: str, images: dict[str, Path]
+) -> None:
+    """The page follows GET /events (status changes arrive without polling), reconnects after
+    a cut, draws the lineage as inline SVG whose nodes open their records, and verifies."""
+    open_page(page, imgpipe_url)
+    expect(page.locator("#live-status")).to_have_attribute("data-live", "on")
+    page.fill("#pipeline", "resize:w=120/format:png")
+    lone = images["logo.png"].with_name("lone.png")  # content no other test uploads
+    lone.write_bytes(image_bytes(333, 222, ".png"))
+    page.set_input_files("#files", lone)
+    job = page.locator("li.job", has_text="lone.png")
+    expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+    assert page.evaluate("LIVE.records") >= 2 and page.evaluate("LIVE.lastId")
+
+    page.evaluate("LIVE.controller.abort()")  # the stream is cut in the middle
+    expect(page.locator("#live-status")).to_have_attribute("data-live", "off")
+    expect(page.locator("#live-status")).to_have_attribute("data-live", "on", timeout=20_000)
+    before = page.evaluate("LIVE.records")
+    page.set_input_files("#files", images["photo.jpg"])
+    photo = page.locator("li.job", has_text="photo.jpg")
+    expect(photo).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
+    assert page.evaluate("LIVE.reconnects") >= 1 and page.evaluate("LIVE.records") > before
+
+    job.locator("details.provenance summary").click()
+    graph = job.locator("svg.lineage-graph")
+    expect(graph).to_be_visible()
+    expect(graph.locator("g.node-image")).to_have_count(2)
+    expect(graph.locator("g.node-step")).to_have_count(1)
+    expect(graph.locator("g.node-upload")).to_have_count(1)
+    expect(graph.locator("path.edge")).to_have_count(3)
+    expect(graph.locator("g.node-step")).to_contain_text("resize:w=120/format:png")
+    thumbs = graph.locator("g.node-image image")
+    expect(thumbs).to_have_count(2)
+    assert all(re.match(r"^/jobs/[0-9a-f]{32}/(input|outputs/0)$", thumbs.nth(i).get_attribute("href") or "")
+               for i in range(2))
+    graph.locator("g.node-step").click()
+    expect(job.locator(".record-panel pre.record")).to_contain_text("resize:w=120/format:png")
+    graph.locator("g.node-image").first.focus()
+    page.keyboard.press("Enter")
+    expect(job.locator(".record-panel h4")).to_contain_text("Image sha256:")
+    shot(page, "lineage")
+
+    job.locator("button.verify").click()
+    expect(job.locator(".verdict")).to_have_attribute("data-verified", "true", timeout=30_000)
+    expect(job.locator(".verify-steps li[data-outcome=verified]")).to_have_count(1)
+    shot(page, "verified")
+
+    page.locator("#status-panel summary").click()
+    table = page.locator(".status-table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(table).to_contain_text(".uploaded")
+    expect(page.locator("#jobs-per-second")).to_be_visible()
+    expect(page.locator("#status-body")).to_contain_text("Replay is for operators")
+    shot(page, "operations")
+
+
+@pytest.fixture
+def operator_url(system_env: ServiceProcesses) -> Iterator[str]:
+    """The four services with API tokens, TOKEN being the operator "ops"'s."""
+    yield from _running(system_env, UPLOAD_API_TOKENS=f"other-token,ops:{TOKEN}",
+                        UPLOAD_OPERATORS="ops", AMQP_RETRY_DELAYS="0.2")
+
+
+def test_operator_sees_dead_letters_with_reasons_and_replays_them(
+    page: Page, operator_url: str, images: dict[str, Path]
+) -> None:
+    page.goto(operator_url + "/")
+    page.fill("#token", TOKEN)
+    page.keyboard.press("Enter")
+    expect(page.locator("#preset option[value=thumbnail]")).to_have_count(1)
+    page.set_input_files("#files", images["broken.jpg"])
+    broken = page.locator("li.job", has_text="broken.jpg")
+    expect(broken).to_have_attribute("data-status", "failed", timeout=DONE_TIMEOUT_MS)
+    page.locator("#status-panel summary").click()
+    row = page.locator(".status-table tbody tr").first
+    expect(row.locator("td[data-field=dead]")).to_have_text("1", timeout=30_000)
+    expect(page.locator(".dead-letters li").first).to_contain_text("job ")
+    shot(page, "dead-letters")
+    page.locator("button.replay").first.click()
+    expect(page.locator("#status-note")).to_contain_text("Replayed 1 message(s)")
+    assert page.request.post(operator_url + f"/dead-letters/{'x' * 8}/replay",
+                             headers={"Authorization": f"Bearer {TOKEN}"}).status == 404
+    assert page.request.post(operator_url + "/dead-letters/x/replay",
+                             headers={"Authorization": "Bearer other-token"}).status == 403

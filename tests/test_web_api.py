@@ -62,10 +62,13 @@ async def test_page_and_its_files_are_served(upload: str) -> None:
                    'href="/static/app.css"', 'src="/static/app.js"', 'href="/api"'):
         assert needle in text
     assert "default-src 'self'" in headers["Content-Security-Policy"]
-    for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
+    for name, kind in (("app.js", "javascript"), ("live.js", "javascript"),
+                       ("graph.js", "javascript"), ("status.js", "javascript"),
+                       ("app.css", "text/css")):
         status, body, headers = await call("GET", f"{upload}/static/{name}")
         assert status == 200 and kind in headers["Content-Type"] and body
         text += body.decode()
+    text = text.replace('"http://www.w3.org/2000/svg"', "")  # SVG's namespace: a name, not fetched
     assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), "no CDN or remote resource"
     status, body, _ = await call("GET", f"{upload}/static/..%2f..%2fweb.py")
     assert status in (403, 404)

@@ -68,8 +68,17 @@ class Progress:
                                 "message": message})
 
 
-def ingest_job_id(bucket: str, key: str, sha256: str, pipelines: tuple[str, ...]) -> str:
-    return stable_id("ingest", bucket, key, sha256, *pipelines)
+def ingest_job_id(bucket: str, key: str, sha256: str, pipelines: tuple[str, ...],
+                  owner: str | None = None) -> str:
+    """The job of an object: the same object, content, pipelines and owner make the same job."""
+    parts = (bucket, key, sha256, *pipelines) + ((f"owner={owner}",) if owner else ())
+    return stable_id("ingest", *parts)
+
+
+def ledger_scope(pipelines: tuple[str, ...], owner: str | None) -> tuple[str, ...]:
+    """What a ledger entry is kept per, beside bucket and key: pipelines and owner (with
+    ``UPLOAD_VISIBILITY=own`` two principals ingesting one bucket each get their jobs)."""
+    return pipelines + ((f"owner={owner}",) if owner else ())
 
 
 @dataclass(frozen=True)
@@ -112,8 +121,11 @@ class IngestRun:
         self.max_bytes = max_bytes
         self.parallel = parallel
         self.interval = interval
-        #: the principal the jobs belong to (the one that asked for the run)
+        #: the principal the jobs belong to (recorded in provenance like an upload's)
         self.owner = owner
+
+    def _scope(self, pipelines: tuple[str, ...]) -> tuple[str, ...]:
+        return ledger_scope(pipelines, self.owner)
 
     async def _read(self, obj: ListedObject, bucket: str) -> tuple[str, int, bytes]:
         """sha256, size and first bytes of the object, reading it once."""
@@ -131,7 +143,7 @@ class IngestRun:
 
     async def _one(self, source: Source, pipelines: tuple[str, ...], obj: ListedObject,
                    progress: Progress) -> None:
-        marker = await self.ledger.marker(source.bucket, obj.key, pipelines)
+        marker = await self.ledger.marker(source.bucket, obj.key, self._scope(pipelines))
         if marker is not None and (marker.etag, marker.size) == (obj.etag, obj.size):
             progress.note("skipped", obj.key)
             return
@@ -150,7 +162,7 @@ class IngestRun:
         progress.bytes_read += size
         if marker is not None and marker.sha256 == sha256:
             await self.ledger.mark(Marker(source.bucket, obj.key, obj.etag, obj.size, sha256,
-                                          marker.job_id, marker.refused), pipelines)
+                                          marker.job_id, marker.refused), self._scope(pipelines))
             progress.note("skipped", obj.key)
             return
         fmt = sniff_format(head)
@@ -158,7 +170,7 @@ class IngestRun:
             await self._refuse(source, pipelines, obj, sha256, "not_an_image",
                                "its first bytes are no image format imgpipe reads", progress)
             return
-        job_id = ingest_job_id(source.bucket, obj.key, sha256, pipelines)
+        job_id = ingest_job_id(source.bucket, obj.key, sha256, pipelines, self.owner)
         image = ObjectRef(bucket=source.bucket, key=obj.key, sha256=sha256, size=size,
                           media_type=media_type(fmt), format=fmt)
         job = new_job(job_id, image, pipelines, filename=obj.key.rsplit("/", 1)[-1] or None,
@@ -168,13 +180,13 @@ class IngestRun:
         await self.broker.publish(self.exchanges.provenance, job.received.to_bytes(),
                                   message_id=job.received.event_id, routing_key="job.received")
         await self.ledger.mark(Marker(source.bucket, obj.key, obj.etag, size, sha256, job_id),
-                               pipelines)
+                               self._scope(pipelines))
         progress.note("queued", obj.key)
 
     async def _refuse(self, source: Source, pipelines: tuple[str, ...], obj: ListedObject,
                       sha256: str | None, reason: str, message: str, progress: Progress) -> None:
         await self.ledger.mark(Marker(source.bucket, obj.key, obj.etag, obj.size, sha256, None,
-                                      reason), pipelines)
+                                      reason), self._scope(pipelines))
         progress.note("refused", obj.key, reason, message)
 
     async def run(
@@ -187,7 +199,7 @@ class IngestRun:
         cancelled and the cursor saved, so the next run resumes after it.
         """
         started = time.monotonic()
-        start = "" if restart else await self.ledger.cursor(source, pipelines)
+        start = "" if restart else await self.ledger.cursor(source, self._scope(pipelines))
         progress = Progress(source.uri, resumed_after=start, cursor=start)
         cursor = _Cursor(start)
         queue: asyncio.Queue[tuple[int, ListedObject] | None] = asyncio.Queue(self.parallel * 4)
@@ -216,7 +228,7 @@ class IngestRun:
                 await asyncio.sleep(CURSOR_EVERY)
                 if cursor.value != saved:
                     saved = cursor.value
-                    await self.ledger.save_cursor(source, pipelines, saved)
+                    await self.ledger.save_cursor(source, self._scope(pipelines), saved)
 
         tasks = [asyncio.create_task(lister()),
                  *(asyncio.create_task(worker()) for _ in range(self.parallel))]
@@ -237,7 +249,7 @@ class IngestRun:
             saving.cancel()  # no cursor may be written after the run finished
             with contextlib.suppress(asyncio.CancelledError):
                 await saving
-            await self.ledger.finish(source, pipelines)
+            await self.ledger.finish(source, self._scope(pipelines))
             finished = True
             progress.done = True
             yield progress
@@ -250,5 +262,6 @@ class IngestRun:
             if not finished:
                 progress.cursor = cursor.value
                 if cursor.value != start:
-                    await asyncio.shield(self.ledger.save_cursor(source, pipelines, cursor.value))
+                    await asyncio.shield(self.ledger.save_cursor(source, self._scope(pipelines),
+                                                                  cursor.value))
                 log.info("ingest stopped", extra={"source": source.uri, "after": cursor.value})

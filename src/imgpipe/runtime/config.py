@@ -337,6 +337,20 @@ class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSet
         default=4, ge=1, le=64, description="Objects one ingest run reads at once."
     )
 
+    upload_status_stages: str = Field(
+        default="",
+        description="Exchanges of further stages (chained runners) GET /status shows beside "
+        "AMQP_EXCHANGE_SUBSCRIBE and AMQP_EXCHANGE_PROV, comma-separated.",
+    )
+    upload_operators: str = Field(
+        default="",
+        description="Comma-separated principals (names of UPLOAD_API_TOKENS) who may replay "
+        "dead letters from the page and see every dead letter; empty: nobody may.",
+    )
+
+    def operators(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.upload_operators.split(",") if p.strip())
+
     def ingest_buckets(self) -> tuple[str, ...]:
         return tuple(b.strip() for b in self.upload_ingest_buckets.split(",") if b.strip())
 

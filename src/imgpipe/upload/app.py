@@ -24,7 +24,16 @@ from imgpipe.runtime.http import (
 from imgpipe.upload.auth import auth_middleware
 from imgpipe.upload.context import CONTEXT, Backends, UploadContext
 from imgpipe.upload.intake import deadline_middleware
-from imgpipe.upload.routes import events, ingest, jobs, pages, provenance, uploads
+from imgpipe.upload.routes import (
+    events,
+    graph,
+    ingest,
+    jobs,
+    operator,
+    pages,
+    provenance,
+    uploads,
+)
 
 
 def create_app(
@@ -38,7 +47,7 @@ def create_app(
     app[HEADER_TIMEOUT] = settings.upload_header_timeout
     ctx = UploadContext(settings, backends, presets)
     app[CONTEXT] = ctx
-    for resource in (uploads, ingest, jobs, events, provenance, pages):
+    for resource in (uploads, ingest, jobs, events, provenance, graph, operator, pages):
         app.add_routes(resource.routes)
     hide_paths(app, [embedded_path(url) for url in (settings.amqp_url, settings.s3_url,
                                                      settings.couchdb_url) if url and is_embedded(url)])

@@ -190,6 +190,39 @@ def _paths() -> dict[str, dict[str, Any]]:
             description="Fed from the provenance store's changes feed; the page and "
                         "'imgpipe submit --wait' follow it, polling /jobs when it fails.",
         )},
+        "/jobs/{job_id}/graph": {"get": _op(
+            "The job's lineage graph (nodes and edges) for drawing", {
+                "200": _json({"type": "object", "properties": {
+                    "nodes": {"type": "array", "items": {"type": "object"}},
+                    "edges": {"type": "array", "items": {"type": "object"}},
+                    "truncated": {"type": "boolean"}}},
+                    "Images, uploads and steps of the job and of jobs sharing its content."),
+                **_errors("job_not_found", *UNAVAILABLE),
+            }, params=[JOB_PARAM], tag="provenance",
+        )},
+        "/status": {"get": _op(
+            "Queue depth and dead letters per stage", {
+                "200": _json({"type": "object", "properties": {
+                    "stages": {"type": "array", "items": {"type": "object"}},
+                    "may_replay": {"type": "boolean"}}},
+                    "Each stage's waiting and dead-lettered messages, the oldest dead letters "
+                    "with their reasons."),
+                **_errors("broker_unavailable", *UNAVAILABLE),
+            }, tag="operations",
+        )},
+        "/dead-letters/{exchange}/replay": {"post": _op(
+            "Replay a stage's dead letters (operators only)", {
+                "200": _json({"type": "object"}, "The dead letters sent back."),
+                **_errors("not_an_operator", "unknown_stage", "invalid_json",
+                          "broker_unavailable", *UNAVAILABLE),
+            }, params=[_param("exchange", "path", {"type": "string"},
+                              "The stage's exchange, as GET /status names it.")],
+            body={"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"ids": {
+                    "type": "array", "items": {"type": "string"},
+                    "description": "Only these message or job ids (default: all)."}}}}}},
+            tag="operations",
+        )},
         "/ingest": {"post": _op(
             "Jobs for images already in an allowed bucket", {
                 "200": {"description": "Progress of the run, one JSON object per line; the last "

@@ -55,6 +55,10 @@ ERROR_REASONS: dict[str, tuple[int, str]] = {
     "provenance_unavailable": (503, "CouchDB is unreachable; retry later."),
     "provenance_refused": (503, "CouchDB refused to store a provenance record; retry later."),
     "backend_unavailable": (503, "A backend is unreachable; retry later."),
+    "rejected": (500, "Never an HTTP refusal: the reason GET /status gives a dead letter that "
+                      "RabbitMQ itself dead-lettered (not a consumer)."),
+    "not_an_operator": (403, "Replaying dead letters is for the principals UPLOAD_OPERATORS names."),
+    "unknown_stage": (404, "The exchange is not one of the stages GET /status shows."),
     "invalid_source": (400, "The ingest source is not s3://bucket/prefix."),
     "ingest_bucket_not_allowed": (403, "The bucket is not one of UPLOAD_INGEST_BUCKETS."),
     "bucket_not_found": (404, "The bucket to ingest does not exist."),

@@ -180,8 +180,11 @@ function addJob(filename, fields = {}) {
   const job = { filename, status: "uploading", id: null, view: null, el, shown: "", ...fields };
   $(".job-name", el).textContent = filename || "unnamed image";
   $(".provenance", el).addEventListener("toggle", () => {
-    if ($(".provenance", el).open) loadProvenance(job);
+    if (!$(".provenance", el).open) return;
+    loadProvenance(job);
+    loadGraph(job, $(".lineage", el));
   });
+  $(".verify", el).addEventListener("click", () => verifyJob(job, $(".verify-report", el)));
   jobs.unshift(job);
   $("#jobs").prepend(el);
   $("#jobs-empty").hidden = true;
@@ -498,7 +501,7 @@ async function uploadFiles(files) {
 
 let pollTimer = null;
 
-function schedulePoll(delay = POLL_MS) {
+function schedulePoll(delay = LIVE.connected ? LIVE_POLL_MS : POLL_MS) {
   clearTimeout(pollTimer);
   pollTimer = setTimeout(poll, delay);
 }
@@ -516,7 +519,10 @@ async function poll() {
         if (view) {
           job.view = view;
           setStatus(job, view.status);
-          if (FINISHED.has(view.status) && $(".provenance", job.el).open) loadProvenance(job);
+          if (FINISHED.has(view.status) && $(".provenance", job.el).open) {
+            loadProvenance(job);
+            loadGraph(job, $(".lineage", job.el));
+          }
         } else if (body.missing.includes(job.id)) {
           setStatus(job, "missing");
         }
@@ -574,6 +580,8 @@ function wire() {
   });
   restoreJobs();
   loadPresets();
+  wireStatus();
+  followEvents();
 }
 
 document.addEventListener("DOMContentLoaded", wire);
