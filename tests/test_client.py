@@ -60,6 +60,17 @@ def test_collect_files_walks_directories(album: Path, tmp_path: Path) -> None:
         collect_files([tmp_path / "empty"])
 
 
+def test_collect_files_with_a_glob(album: Path) -> None:
+    def names(glob: str) -> list[str]:
+        return [p.relative_to(album).as_posix() for p in collect_files([album], glob)]
+
+    assert names("**/*.png") == ["nested/square.png"]  # the hidden one left out
+    assert names("*.jpg") == ["wide.jpg"]  # this directory only
+    assert names("**/*") == ["nested/square.png", "notes.txt", "wide.jpg"]  # a glob is obeyed
+    with pytest.raises(UsageError, match="no images"):
+        names("**/*.tif")
+
+
 def test_submit_waits_and_downloads_outputs(imgpipe_url: str, album: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = imgpipe("submit", album, "--pipeline", "resize:w=200/format:png", "--out", out,

@@ -28,7 +28,7 @@ def _submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(
         args.paths, url=_url(args), pipeline=args.preset or args.pipeline, wait=args.wait,
         out=args.out, timeout=args.timeout, parallel=args.parallel, console=console,
-        token=_token(args),
+        token=_token(args), glob=args.glob,
     ))
 
 
@@ -67,6 +67,9 @@ def add_client_commands(sub: Any) -> None:
     choice.add_argument("--preset", metavar="NAME", help="a named pipeline, e.g. thumbnail")
     choice.add_argument("--pipeline", metavar="TEXT",
                         help="a pipeline, e.g. 'resize:w=800/format:webp'")
+    submit.add_argument("--glob", metavar="PATTERN",
+                        help="under directories, only files matching PATTERN relative to the "
+                             "directory, e.g. '**/*.tif' (default: every image, recursively)")
     submit.add_argument("--wait", action="store_true", help="wait until every job is finished")
     submit.add_argument("--out", type=Path, metavar="DIR",
                         help="download the outputs into DIR (implies --wait)")

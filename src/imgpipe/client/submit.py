@@ -54,14 +54,19 @@ class Item:
         return "queued" if self.job else "not sent"
 
 
-def collect_files(paths: list[Path]) -> list[Path]:
-    """The files named, and the images found under the directories named (recursively)."""
+def collect_files(paths: list[Path], glob: str | None = None) -> list[Path]:
+    """The files named, and the images found under the directories named (recursively).
+
+    With ``glob`` (``**/*.tif``, ``2024-*/*.png``), only the files under a directory
+    that match it, relative to that directory; hidden files and directories never.
+    """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
+            for child in sorted(path.glob(glob) if glob else path.rglob("*")):
                 hidden = any(p.startswith(".") for p in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.suffix.lower() in IMAGE_SUFFIXES:
+                wanted = glob is not None or child.suffix.lower() in IMAGE_SUFFIXES
+                if child.is_file() and not hidden and wanted:
                     found.append(child)
         elif path.is_file():
             found.append(path)
@@ -190,10 +195,11 @@ def _summary(items: list[Item], console: Console) -> None:
 async def submit(
     paths: list[Path], *, url: str, pipeline: str | None, wait: bool, out: Path | None,
     timeout: float, parallel: int, console: Console, token: str | None = None,
+    glob: str | None = None,
 ) -> int:
     """Run ``imgpipe submit``; the exit status: 0 all good, 1 a file failed, 2 unusable input."""
     try:
-        files = collect_files(paths)
+        files = collect_files(paths, glob)
     except UsageError as exc:
         console.print(f"[red]imgpipe submit:[/red] {exc}")
         return 2
