@@ -212,9 +212,10 @@ async def bench_dev(root: Path, jobs: int, batch: int, port: int) -> dict[str, A
 
 async def _bench_restart(root: Path, jobs: int, batch: int, port: int, png: bytes) -> dict[str, Any]:
     """Accept jobs with only the upload service running, then start `imgpipe dev`."""
-    from imgpipe.runtime.config import UploadSettings, load
+    from imgpipe.runtime.config import load
     from imgpipe.runtime.fileurl import embedded_url
     from imgpipe.upload.service import run_upload
+    from imgpipe.upload.settings import UploadSettings
 
     data = root / "restart"
     settings = load(UploadSettings, upload_port=port, amqp_url=embedded_url(data / "broker"),

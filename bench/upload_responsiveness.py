@@ -30,10 +30,10 @@ from aiohttp.test_utils import TestServer
 from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ObjectRef, ProvenanceEvent, new_id, provenance_event_id
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.app import create_app
 from imgpipe.upload.service import connect_backends, new_backends
+from imgpipe.upload.settings import UploadSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PNG_1X1 = bytes.fromhex(

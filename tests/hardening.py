@@ -20,11 +20,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from imgpipe.broker.protocol import Delivery
 from imgpipe.domain.events import ProvenanceEvent, provenance_event_id
 from imgpipe.provenance.recorder import Recorder
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 from imgpipe.upload.service import connect_backends, new_backends
+from imgpipe.upload.settings import UploadSettings
 
 
 class Service:

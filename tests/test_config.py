@@ -10,13 +10,11 @@ import pytest
 
 from imgpipe.dev import DevSettings
 from imgpipe.errors import ConfigError
-from imgpipe.runtime.config import (
-    ImageprocSettings,
-    RunnerSettings,
-    UploadSettings,
-    VerifySettings,
-    load,
-)
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.provenance.settings import VerifySettings
+from imgpipe.runner.settings import RunnerSettings
+from imgpipe.runtime.config import load
+from imgpipe.upload.settings import UploadSettings
 
 
 def test_seed_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,8 @@ from imgpipe.credentials.reading import inspect
 from imgpipe.credentials.signing import signer_from
 from imgpipe.domain.pipeline import parse_pipeline
 from imgpipe.errors import ConfigError
-from imgpipe.runtime.config import ImageprocSettings, load
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.runtime.config import load
 from tests.credentials_kit import chain_in, flip_in_payload, second_reader, signed, signer_for
 from tests.images import image_bytes
 

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from imgpipe.credentials.chain import ChainFiles, ensure_chain
 from imgpipe.credentials.reading import inspect
 from imgpipe.imageproc import create_app
-from imgpipe.runtime.config import ImageprocSettings, load
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.runtime.config import load
 from tests.images import image_bytes
 
 

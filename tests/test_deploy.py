@@ -35,7 +35,11 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from imgpipe.broker.topology import work_queue_name
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.provenance.settings import ProvenanceSettings
+from imgpipe.runner.settings import RunnerSettings
 from imgpipe.runtime import config
+from imgpipe.upload.settings import UploadSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -51,10 +55,10 @@ WITHOUT_KEDA = {"trial-without-keda"}
 BYO_SECRET_EXAMPLE = DEPLOY / "overlays" / "bring-your-own" / "secret.env.example"
 
 SERVICES: dict[str, type[BaseSettings]] = {
-    "upload-server": config.UploadSettings,
-    "runner": config.RunnerSettings,
-    "imageproc": config.ImageprocSettings,
-    "provenance": config.ProvenanceSettings,
+    "upload-server": UploadSettings,
+    "runner": RunnerSettings,
+    "imageproc": ImageprocSettings,
+    "provenance": ProvenanceSettings,
 }
 LISTEN = {"upload-server": "upload", "runner": "runner", "imageproc": "imageproc",
           "provenance": "provenance"}

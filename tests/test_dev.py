@@ -21,11 +21,11 @@ import pytest
 
 from imgpipe.client.api import Client
 from imgpipe.dev import DevSettings
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_path
 from imgpipe.testing.names import run_name
 from imgpipe.testing.processes import DevProcess
 from imgpipe.upload.service import run_upload
+from imgpipe.upload.settings import UploadSettings
 from tests.backend_sets import BACKEND_SETS, backend_env_for, settings_of
 from tests.images import image_bytes
 from tests.system import wait_for

@@ -12,9 +12,10 @@ import pyvips
 
 from imgpipe.client.api import Client
 from imgpipe.provstore.open import new_provenance_store
-from imgpipe.runtime.config import UploadSettings, load
+from imgpipe.runtime.config import load
 from imgpipe.storage.open import new_object_store
 from imgpipe.testing.processes import ServiceProcesses
+from imgpipe.upload.settings import UploadSettings
 from tests.images import image_bytes
 from tests.system import wait_for
 

@@ -20,10 +20,11 @@ from imgpipe.errors import ConfigError, InvalidInput, PermanentError, TransientE
 from imgpipe.provstore.mango import InvalidSelector, matches, sort_docs
 from imgpipe.provstore.open import open_provenance_store
 from imgpipe.provstore.sqlite import SqliteProvenanceStore
-from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, UploadSettings, load
+from imgpipe.runtime.config import AmqpSettings, CouchSettings, S3Settings, load
 from imgpipe.runtime.fileurl import embedded_path, embedded_url
 from imgpipe.storage.local import LocalStore
 from imgpipe.storage.open import open_object_store
+from imgpipe.upload.settings import UploadSettings
 from tests.test_backend_contract import Inbox
 
 

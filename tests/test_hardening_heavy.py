@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.domain.events import new_id
 from imgpipe.imageproc import create_app as imageproc_app
-from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.upload.context import CONTEXT
 from imgpipe.upload.intake import input_key
 from tests.hardening import Service, healthz_latencies

@@ -16,7 +16,7 @@ from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.events import MAX_PIPELINES, ImageEvent, ObjectRef, new_id
 from imgpipe.errors import PermanentError
 from imgpipe.imageproc import create_app as imageproc_app
-from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.imageproc.settings import ImageprocSettings
 from tests.hardening import Service
 from tests.images import image_bytes
 from tests.prov_events import received, ref, step

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.imageproc import create_app, workers
 from imgpipe.imageproc.service import POOL
-from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.testing.names import run_name
 from imgpipe.testing.processes import ServiceProcesses, wait_answering
 from tests.images import image_bytes

@@ -11,7 +11,7 @@ import pyvips
 from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.imageproc import create_app
-from imgpipe.runtime.config import ImageprocSettings
+from imgpipe.imageproc.settings import ImageprocSettings
 from tests.images import image_bytes
 
 

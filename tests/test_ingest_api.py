@@ -112,7 +112,7 @@ async def test_ingest_makes_jobs_of_objects_where_they_are(system_env: ServicePr
 
 @pytest.mark.parametrize("value", ["", "archive"])
 def test_ingest_is_off_unless_buckets_are_allowed(value: str) -> None:
-    from imgpipe.runtime.config import UploadSettings
+    from imgpipe.upload.settings import UploadSettings
 
     settings = UploadSettings(upload_ingest_buckets=value)
     assert settings.ingest_buckets() == ((value,) if value else ())

@@ -11,7 +11,10 @@ import pytest
 
 from imgpipe.domain.pipeline import PresetError, all_presets, parse_pipeline, read_presets
 from imgpipe.errors import ConfigError
-from imgpipe.runtime.config import ImageprocSettings, RunnerSettings, UploadSettings, load
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.runner.settings import RunnerSettings
+from imgpipe.runtime.config import load
+from imgpipe.upload.settings import UploadSettings
 
 GOOD = """\
 [presets.banner]

@@ -22,11 +22,11 @@ from imgpipe.domain.events import ProvenanceEvent, new_id
 from imgpipe.domain.lineage import lineage
 from imgpipe.provenance.recorder import Recorder
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 from imgpipe.upload.intake import input_key
+from imgpipe.upload.settings import UploadSettings
 from tests.backend_sets import settings_of
 from tests.prov_events import chain, received, ref, sha, step
 

@@ -16,17 +16,15 @@ import aiohttp
 import pytest
 
 from imgpipe.imageproc import run_imageproc
+from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.provenance.service import run_provenance
+from imgpipe.provenance.settings import ProvenanceSettings
 from imgpipe.runner.service import run_runner
-from imgpipe.runtime.config import (
-    ImageprocSettings,
-    ProvenanceSettings,
-    RunnerSettings,
-    UploadSettings,
-    load,
-)
+from imgpipe.runner.settings import RunnerSettings
+from imgpipe.runtime.config import load
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.service import run_upload
+from imgpipe.upload.settings import UploadSettings
 from tests.system import wait_for
 
 Run = Callable[..., Coroutine[Any, Any, None]]

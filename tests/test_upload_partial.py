@@ -13,11 +13,11 @@ from aiohttp.test_utils import TestServer
 from imgpipe.broker.protocol import Broker
 from imgpipe.client.api import ApiError, Client
 from imgpipe.errors import TransientError
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_url
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 from imgpipe.upload.service import connect_backends, new_backends
+from imgpipe.upload.settings import UploadSettings
 from tests.images import image_bytes
 
 

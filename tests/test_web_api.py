@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 
 from imgpipe.client.api import Client
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.testing.processes import ServiceProcesses
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
 from imgpipe.upload.reasons import ERROR_REASONS
 from imgpipe.upload.routes.pages import served_routes
+from imgpipe.upload.settings import UploadSettings
 from tests.images import image_bytes
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "imgpipe"

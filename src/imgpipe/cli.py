@@ -15,15 +15,13 @@ from typing import Any
 
 from imgpipe import __version__, dev
 from imgpipe.errors import ConfigError
+from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.provenance.commands import add_commands as add_provenance_commands
-from imgpipe.runtime.config import (
-    ImageprocSettings,
-    ProvenanceSettings,
-    RunnerSettings,
-    UploadSettings,
-    load,
-)
+from imgpipe.provenance.settings import ProvenanceSettings
+from imgpipe.runner.settings import RunnerSettings
+from imgpipe.runtime.config import load
 from imgpipe.runtime.logs import register_secrets, secrets_of, setup_logging
+from imgpipe.upload.settings import UploadSettings
 
 Command = Callable[[argparse.Namespace], int]
 

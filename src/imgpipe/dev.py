@@ -29,16 +29,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from imgpipe.broker.open import open_broker
 from imgpipe.broker.protocol import Broker
 from imgpipe.errors import ConfigError, ImgpipeError
-from imgpipe.runtime.config import (
-    ImageprocSettings,
-    ProvenanceSettings,
-    RunnerSettings,
-    UploadSettings,
-    load,
-)
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.provenance.settings import ProvenanceSettings
+from imgpipe.runner.settings import RunnerSettings
+from imgpipe.runtime.config import load
 from imgpipe.runtime.fileurl import embedded_path, embedded_url, is_embedded
 from imgpipe.runtime.lifecycle import StopSignal
 from imgpipe.runtime.logs import setup_logging
+from imgpipe.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
 

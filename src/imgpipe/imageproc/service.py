@@ -25,8 +25,8 @@ from imgpipe.imageproc.errors import TooLarge
 from imgpipe.imageproc.malloc import limit_arenas
 from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
+from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.imageproc.workers import WorkerPool
-from imgpipe.runtime.config import ImageprocSettings
 from imgpipe.runtime.http import add_ops_routes, errors_middleware, json_error
 from imgpipe.runtime.service import Listening, serve_app
 

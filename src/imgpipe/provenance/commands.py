@@ -75,7 +75,8 @@ def add_commands(sub: Any, provenance: argparse.ArgumentParser) -> None:
 
 
 def _settings() -> Any:
-    from imgpipe.runtime.config import VerifySettings, load
+    from imgpipe.provenance.settings import VerifySettings
+    from imgpipe.runtime.config import load
     from imgpipe.runtime.logs import setup_logging
 
     settings = load(VerifySettings)

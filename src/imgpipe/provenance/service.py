@@ -9,9 +9,9 @@ from imgpipe.broker.metrics import refresh_queue_depths
 from imgpipe.broker.open import new_broker
 from imgpipe.broker.protocol import Broker, Consumer
 from imgpipe.provenance.recorder import Recorder
+from imgpipe.provenance.settings import ProvenanceSettings
 from imgpipe.provstore.open import new_provenance_store
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.config import ProvenanceSettings
 from imgpipe.runtime.lifecycle import until_available
 from imgpipe.runtime.service import Listening, serve_consumer
 

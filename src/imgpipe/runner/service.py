@@ -11,8 +11,8 @@ from imgpipe.broker.protocol import Broker, Consumer
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.domain.keys import safe_part
 from imgpipe.errors import ConfigError
+from imgpipe.runner.settings import RunnerSettings
 from imgpipe.runner.worker import Runner
-from imgpipe.runtime.config import RunnerSettings
 from imgpipe.runtime.lifecycle import until_available
 from imgpipe.runtime.service import Listening, serve_consumer
 from imgpipe.storage.open import new_object_store

@@ -35,7 +35,7 @@ from imgpipe.domain.events import (
 from imgpipe.domain.keys import object_key, safe_extension
 from imgpipe.errors import ImgpipeError, PermanentError, TransientError, Unavailable
 from imgpipe.runner import metrics
-from imgpipe.runtime.config import RunnerSettings
+from imgpipe.runner.settings import RunnerSettings
 from imgpipe.runtime.logs import job_context, redact
 from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 

@@ -9,13 +9,15 @@ A renamed variable keeps working for one release: a group lists it in
 ``renamed`` (old field → new field), the old value applies when the new
 variable is not set, and :meth:`deprecations` says so (services log it at
 start).
+
+This module holds what several services share (the backends' settings, logs,
+presets, trust, the imageproc client, :func:`load`); each service's own
+settings class lives in its folder (``upload/settings.py``,
+``runner/settings.py``, ``imageproc/settings.py``, ``provenance/settings.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
@@ -32,13 +34,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgpipe.broker.policy import RetryPolicy, parse_delays
-from imgpipe.domain.events import MAX_PIPELINES
 from imgpipe.errors import ConfigError
 
 if TYPE_CHECKING:
     from imgpipe.domain.pipeline import Preset
 
-_PRINCIPAL = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _BASE_CONFIG = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
 
 
@@ -277,201 +277,6 @@ class ImageprocClientSettings(_Renaming):
         default=None, gt=0, description="Deprecated: IMAGEPROC_CLIENT_TIMEOUT here.")
 
     renamed: ClassVar[Mapping[str, str]] = {"imageproc_timeout": "imageproc_client_timeout"}
-
-
-class UploadSettings(AmqpSettings, S3Settings, CouchSettings, ImageprocClientSettings,
-                     PresetSettings, TrustSettings, LogSettings):
-    """`imgpipe upload-server`: the HTTP entry point."""
-
-    upload_host: str = "127.0.0.1"
-    upload_port: int = Field(default=8000, ge=0, le=65535)
-    upload_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
-    upload_max_files: int = Field(default=32, ge=1)
-    upload_default_pipeline: str = "thumbnail"
-    upload_max_pipelines: int = Field(
-        default=16, ge=1, le=MAX_PIPELINES,
-        description="Most distinct pipelines one upload may ask for (each file runs every one).",
-    )
-    upload_api_tokens: SecretStr | None = Field(
-        default=None,
-        description="Comma-separated bearer tokens, each 'name:token' (the name is the "
-        "principal that owns the jobs it uploads) or a plain token; when set, the API needs one.",
-    )
-    upload_visibility: Literal["all", "own"] = Field(
-        default="all",
-        description="'own': a principal sees only the jobs it uploaded (status, outputs, input, "
-        "provenance, lineage, verify); 'all': every job (one team).",
-    )
-    upload_record_client_address: bool = Field(
-        default=False, description="Record the uploader's IP address in the job's provenance."
-    )
-    upload_read_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds an upload may send nothing before it is refused."
-    )
-    upload_header_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds a client has to send a request's line and headers."
-    )
-    upload_request_timeout: float = Field(
-        default=900.0, gt=0, description="Seconds one upload may take in all, however it trickles."
-    )
-    upload_verify_per_minute: float = Field(
-        default=10.0, gt=0,
-        description="Verifications that re-run steps through imageproc a principal may start "
-        "a minute (as a burst of as many).",
-    )
-    upload_verify_cache_seconds: float = Field(
-        default=600.0, ge=0, description="Seconds a verification re-run (input, pipeline, "
-        "software versions) is answered again from memory (0: never)."
-    )
-    upload_heavy_concurrency: int = Field(
-        default=2, ge=1, description="Heavy requests (verification, PROV export) run at once; "
-        "one more gets 429.",
-    )
-
-    upload_ingest_buckets: str = Field(
-        default="",
-        description="Comma-separated buckets whose objects POST /ingest (imgpipe ingest) may "
-        "turn into jobs without uploading them; empty: ingest is off.",
-    )
-    upload_ingest_parallel: int = Field(
-        default=4, ge=1, le=64, description="Objects one ingest run reads at once."
-    )
-
-    upload_status_stages: str = Field(
-        default="",
-        description="Exchanges of further stages (chained runners) GET /status shows beside "
-        "AMQP_EXCHANGE_SUBSCRIBE and AMQP_EXCHANGE_PROV, comma-separated.",
-    )
-    upload_operators: str = Field(
-        default="",
-        description="Comma-separated principals (names of UPLOAD_API_TOKENS) who may replay "
-        "dead letters from the page and see every dead letter; empty: nobody may.",
-    )
-
-    def operators(self) -> frozenset[str]:
-        return frozenset(p.strip() for p in self.upload_operators.split(",") if p.strip())
-
-    def ingest_buckets(self) -> tuple[str, ...]:
-        return tuple(b.strip() for b in self.upload_ingest_buckets.split(",") if b.strip())
-
-    def api_tokens(self) -> dict[str, str]:
-        """Principal name by token: 'name:token' entries, and plain tokens named by their hash."""
-        raw = self.upload_api_tokens.get_secret_value() if self.upload_api_tokens else ""
-        tokens: dict[str, str] = {}
-        for entry in (t.strip() for t in raw.split(",")):
-            name, sep, token = entry.partition(":")
-            if sep and _PRINCIPAL.fullmatch(name) and token:
-                tokens[token] = name
-            elif entry:
-                tokens[entry] = "token-" + hashlib.sha256(entry.encode()).hexdigest()[:8]
-        return tokens
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (containers)."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, -(-int(quota) // int(period))))
-
-
-class ImageprocSettings(PresetSettings, C2paSettings, LogSettings):
-    """`imgpipe imageproc`: the libvips HTTP service."""
-
-    imageproc_host: str = "127.0.0.1"
-    imageproc_port: int = Field(default=8080, ge=0, le=65535)
-    imageproc_workers: int = Field(
-        default_factory=usable_cpus,
-        ge=1,
-        le=64,
-        description=(
-            "Images processed at once (threads running libvips); default one per usable CPU "
-            "(affinity and cgroup quota)."
-        ),
-    )
-    imageproc_vips_threads: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description=(
-            "libvips threads per image (its VIPS_CONCURRENCY). One per worker measured best "
-            "for a server (docs/benchmarks.md): parallelism comes from the workers."
-        ),
-    )
-    imageproc_queue: int = Field(default=32, ge=0, description="Requests waiting beyond the workers before 429.")
-    imageproc_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    imageproc_max_pixels: int = Field(default=50_000_000, ge=1)
-    imageproc_deadline: float = Field(
-        default=60.0, gt=0, description="Seconds libvips may spend on one image (then 504).")
-    imageproc_timeout: float | None = Field(
-        default=None, gt=0, description="Deprecated: IMAGEPROC_DEADLINE here.")
-    imageproc_max_frames: int = Field(default=1000, ge=1, description="Most frames an input may have.")
-    imageproc_max_output_dimension: int = Field(default=16384, ge=1, le=65535)
-    imageproc_formats: str = Field(
-        default="jpeg,png,webp,avif,tiff,gif", description="Input formats allowed (comma-separated)."
-    )
-    imageproc_overlays: str | None = Field(
-        default=None, description="Directory of watermark images, named by file stem."
-    )
-
-    renamed: ClassVar[Mapping[str, str]] = {"imageproc_timeout": "imageproc_deadline"}
-
-
-class RunnerSettings(AmqpSettings, S3Settings, ImageprocClientSettings, PresetSettings,
-                     LogSettings):
-    """`imgpipe runner`: consumes a stage's events and drives imageproc."""
-
-    runner_stage: str | None = Field(
-        default=None, description="Stage name; defaults to the publish exchange's name."
-    )
-    runner_pipeline: str | None = Field(
-        default=None, description="Pipeline of this stage; default: the one carried by each event."
-    )
-    runner_host: str = "127.0.0.1"
-    runner_port: int = Field(default=8001, ge=0, le=65535)
-
-    @model_validator(mode="after")
-    def _canonical_pipeline(self) -> RunnerSettings:
-        """The canonical form (what provenance records and verification re-runs).
-
-        A preset name is resolved with the presets file; a name imgpipe does
-        not know here is kept as given: imageproc decides.
-        """
-        from imgpipe.domain.pipeline import PipelineError, parse_pipeline
-
-        value = self.runner_pipeline
-        if value is None or not value.strip():
-            self.runner_pipeline = None
-            return self
-        try:
-            self.runner_pipeline = parse_pipeline(value, self.preset_pipelines()).canonical()
-        except PipelineError:
-            self.runner_pipeline = value.strip()
-        return self
-
-    @property
-    def stage(self) -> str:
-        return self.runner_stage or self.amqp_exchange_publish
-
-
-class ProvenanceSettings(AmqpSettings, CouchSettings, LogSettings):
-    """`imgpipe provenance`: stores provenance events in CouchDB."""
-
-    provenance_host: str = "127.0.0.1"
-    provenance_port: int = Field(default=8002, ge=0, le=65535)
-    provenance_prefetch: int = Field(
-        default=32, ge=1, le=1000,
-        description="Events handled at once; those arriving together are written in one request.",
-    )
-
-
-class VerifySettings(S3Settings, CouchSettings, ImageprocClientSettings, PresetSettings,
-                     TrustSettings, LogSettings):
-    """`imgpipe verify` and `imgpipe provenance show`: read the record, re-run through imageproc."""
 
 
 S = TypeVar("S", bound=BaseSettings)

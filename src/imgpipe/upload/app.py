@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.fileurl import embedded_path, is_embedded
 from imgpipe.runtime.http import (
     HEADER_TIMEOUT,
@@ -34,6 +33,7 @@ from imgpipe.upload.routes import (
     provenance,
     uploads,
 )
+from imgpipe.upload.settings import UploadSettings
 
 
 def create_app(

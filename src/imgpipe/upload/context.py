@@ -25,12 +25,12 @@ from imgpipe.domain.events import provenance_event_id
 from imgpipe.domain.pipeline import BUILTIN_PRESETS, Preset, all_presets
 from imgpipe.errors import ImgpipeError
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.auth import principal_of
 from imgpipe.upload.intake import input_key
 from imgpipe.upload.limits import HeavySlots, RateLimit, RerunCache
 from imgpipe.upload.render import Renderer
+from imgpipe.upload.settings import UploadSettings
 from imgpipe.upload.status import job_status
 
 JOB_ID = re.compile(r"\A[0-9a-f]{32}\Z")

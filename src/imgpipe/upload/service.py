@@ -7,12 +7,12 @@ import logging
 
 from imgpipe.broker.open import new_broker
 from imgpipe.provstore.open import new_provenance_store
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.runtime.lifecycle import until_available
 from imgpipe.runtime.service import Listening, serve_app
 from imgpipe.storage.open import new_object_store
 from imgpipe.upload.app import create_app
 from imgpipe.upload.context import Backends
+from imgpipe.upload.settings import UploadSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from imgpipe.domain.lineage import job_records
 from imgpipe.provstore.protocol import ProvenanceStore
-from imgpipe.runtime.config import UploadSettings
 from imgpipe.storage.protocol import ObjectStore
 from imgpipe.upload.intake import input_key
+from imgpipe.upload.settings import UploadSettings
 
 
 def _output_view(job_id: str, index: int, doc: dict[str, Any]) -> dict[str, Any]:
