@@ -27,12 +27,12 @@ from typing import Any, Literal
 
 from imgpipe.broker.protocol import Broker
 from imgpipe.domain.events import ObjectRef, stable_id
+from imgpipe.domain.formats import SNIFF_BYTES, media_type, sniff_format
 from imgpipe.domain.newjob import new_job
 from imgpipe.errors import ImgpipeError
 from imgpipe.ingest.ledger import Ledger, Marker
 from imgpipe.ingest.source import Source
 from imgpipe.storage.protocol import ListedObject, ObjectNotFound, ObjectStore
-from imgpipe.upload.formats import SNIFF_BYTES, media_type, sniff_format
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from imgpipe.domain.events import new_id
+from imgpipe.domain.formats import SNIFF_BYTES, media_type, sniff_format
 from imgpipe.domain.keys import object_key
 from imgpipe.errors import InvalidInput
 from imgpipe.storage.protocol import ObjectStore, StoredObject
 from imgpipe.upload import metrics
-from imgpipe.upload.formats import SNIFF_BYTES, media_type, sniff_format
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Recognising image formats from their first bytes.
 
-The upload service refuses what is not an image before anything is stored
+The upload service and ingest refuse what is not an image before anything is stored
 or queued; imageproc decides for good when libvips reads the header.
 """
 
