@@ -1,12 +1,16 @@
-"""The imageproc HTTP service: ``POST /process`` plus catalogue, presets and ops routes."""
+"""The imageproc HTTP service: ``POST /process`` (bytes in and out), ``POST /process-object``
+(presigned S3 URLs in, JSON out), catalogue, presets and ops routes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from urllib.parse import unquote
 
+import aiohttp
 from aiohttp import web
 
 from imgpipe import __version__
@@ -23,6 +27,7 @@ from imgpipe.imageproc.credentials import StepOrigin
 from imgpipe.imageproc.engine import pyvips_version, vips_version
 from imgpipe.imageproc.errors import TooLarge
 from imgpipe.imageproc.malloc import limit_arenas
+from imgpipe.imageproc.objects import HTTP, answer, fetch_input, parse_request, store_output
 from imgpipe.imageproc.overlay import load_overlays
 from imgpipe.imageproc.safety import LOADERS, Limits, configure_vips
 from imgpipe.imageproc.settings import ImageprocSettings
@@ -102,6 +107,36 @@ async def process_image(request: web.Request) -> web.StreamResponse:
     return web.Response(body=result.data, headers=headers)
 
 
+async def process_object(request: web.Request) -> web.StreamResponse:
+    """``POST /process-object``: input from a presigned GET, output to a presigned PUT
+    (:mod:`imgpipe.imageproc.objects`); answers JSON about the output, not its bytes."""
+    try:
+        if request.app[DRAINING][0]:
+            raise TransientError("imageproc is shutting down", reason="shutting_down")
+        message = parse_request(await _read_body(request, 64 * 1024))
+        pipeline = parse_pipeline(message.pipeline or DEFAULT_PIPELINE, request.app[PRESETS])
+        pool = request.app[POOL]
+        pool.check_capacity()
+        origin = replace(_origin(request), input_sha256=message.input.sha256)
+        http = request.app[HTTP]
+        started = time.perf_counter()
+        data = await fetch_input(http, message.input, pool.limits.max_bytes)
+        fetched = time.perf_counter()
+        result = await pool.run(data, pipeline, origin)
+        processed = time.perf_counter()
+        await store_output(http, message.output, result.data)
+        stored = time.perf_counter()
+    except ImgpipeError as err:
+        metrics.REQUESTS.labels(err.reason).inc()
+        retry = err.details.get("retry_after")
+        return json_error(err, headers={"Retry-After": str(retry)} if retry else None)
+    metrics.REQUESTS.labels("ok").inc()
+    metrics.INPUT_BYTES.inc(len(data))
+    return answer(result, pipeline.canonical(), pipeline.media_type,
+                  {"fetch_s": fetched - started, "process_s": processed - fetched,
+                   "store_s": stored - processed})
+
+
 def _origin(request: web.Request) -> StepOrigin:
     """The step the caller names in ``X-Imgpipe-Job``/``-Stage``/``-Input-Sha256``/``-Filename``."""
     h = request.headers
@@ -141,7 +176,12 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         signer_from(settings),
     )
     app[POOL] = pool
+    # presigned S3 URLs only: no cookies, no proxy from the environment, no redirects
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+        total=settings.imageproc_deadline, connect=3), cookie_jar=aiohttp.DummyCookieJar())
+    app[HTTP] = http
     yield
+    await http.close()
     pool.close()
 
 
@@ -170,6 +210,7 @@ def create_app(settings: ImageprocSettings) -> web.Application:
 
     add_ops_routes(app, {"workers": ready})
     app.router.add_post("/process", process_image)
+    app.router.add_post("/process-object", process_object)
     app.router.add_get("/operations", operations)
     app.router.add_get("/presets", presets)
     app.cleanup_ctx.append(_pool_ctx)

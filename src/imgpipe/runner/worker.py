@@ -1,8 +1,13 @@
 """The runner's work: one image event in, one output per pipeline out.
 
-For each pipeline of an event the runner fetches the input from S3, has
-imageproc process it, stores the output under a key derived from job, stage
-and pipeline, and publishes provenance and a ``processed`` event. The message
+For each pipeline of an event imageproc processes the input and the output is
+stored under a key derived from job, stage and pipeline; then the runner
+publishes provenance and a ``processed`` event. When the store hands out
+presigned URLs (S3), the runner sends imageproc a GET for the input and a PUT
+for the output key and handles only small messages (the *object path*);
+otherwise (the embedded store of ``imgpipe dev``) it fetches the input, posts
+its bytes to imageproc and stores what comes back (the *bytes path*). Both
+paths write the same key with the same bytes and publish the same records. The message
 is acked only after all of that (the broker adapter acks when the handler
 returns), so a crash at any point means a redelivery that rewrites the same
 key and the same provenance document ids.
@@ -15,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -33,6 +38,7 @@ from imgpipe.domain.events import (
     utcnow,
 )
 from imgpipe.domain.keys import object_key, safe_extension
+from imgpipe.domain.pipeline import Pipeline, PipelineError, parse_pipeline
 from imgpipe.errors import ImgpipeError, PermanentError, TransientError, Unavailable
 from imgpipe.runner import metrics
 from imgpipe.runner.settings import RunnerSettings
@@ -56,6 +62,7 @@ class Runner:
     broker: Broker
     store: ObjectStore
     imageproc: ImageprocClient
+    _presets: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def stage(self) -> str:
@@ -116,15 +123,17 @@ class Runner:
             kind="step.started", started_at=started_at, agents=self._agents(), **base,
         ))
         try:
-            data = await self.store.get_bytes(event.image.bucket, event.image.key)
-            if hashlib.sha256(data).hexdigest() != event.image.sha256:
-                raise PermanentError(
-                    f"the stored input {event.image.uri} no longer matches its sha256",
-                    reason="input_changed",
-                )
-            result = await self.imageproc.process(
-                data, pipeline, job_id=event.job_id, stage=self.stage,
-                input_sha256=event.image.sha256, filename=event.filename)
+            moved = await self._via_objects(event, pipeline)
+            if moved is None:
+                data = await self.store.get_bytes(event.image.bucket, event.image.key)
+                if hashlib.sha256(data).hexdigest() != event.image.sha256:
+                    raise PermanentError(
+                        f"the stored input {event.image.uri} no longer matches its sha256",
+                        reason="input_changed",
+                    )
+                result = await self.imageproc.process(
+                    data, pipeline, job_id=event.job_id, stage=self.stage,
+                    input_sha256=event.image.sha256, filename=event.filename)
         except ObjectNotFound as exc:
             missing = PermanentError(exc.message, reason="input_missing")
             await self._failed(event, pipeline, started_at, missing, attempt)
@@ -132,7 +141,10 @@ class Runner:
         except PermanentError as exc:
             await self._failed(event, pipeline, started_at, exc, attempt)
             raise
-        output = await self._store_output(event, pipeline, result)
+        if moved is None:
+            output = await self._store_output(event, pipeline, result)
+        else:
+            result, output = moved
         ended_at = utcnow()
         await self._provenance(ProvenanceEvent(
             event_id=provenance_event_id(event.job_id, self.stage, "step.completed", pipeline,
@@ -159,16 +171,62 @@ class Runner:
         log.info("image processed", extra={"pipeline": pipeline, "output": output.uri,
                                            "sha256": output.sha256})
 
+    def _metadata(self, event: ImageEvent) -> dict[str, str]:
+        return {"job-id": event.job_id, "stage": self.stage, "input-sha256": event.image.sha256}
+
+    def _planned(self, pipeline: str) -> Pipeline | None:
+        """The pipeline as imageproc will run it, or ``None`` when only imageproc can tell
+        (a preset this runner does not know, or text that does not parse)."""
+        if self._presets is None:
+            self._presets = self.settings.preset_pipelines()
+        try:
+            return parse_pipeline(pipeline, self._presets)
+        except PipelineError:
+            return None
+
+    async def _via_objects(self, event: ImageEvent, pipeline: str
+                           ) -> tuple[Processed, ObjectRef] | None:
+        """The object path: imageproc reads and writes S3 through presigned URLs.
+
+        ``None`` when the store cannot presign or the output key cannot be known
+        before processing: the caller takes the bytes path.
+        """
+        planned = self._planned(pipeline)
+        if planned is None:
+            return None
+        bucket = self.settings.s3_output_bucket
+        key = output_key(event.job_id, self.stage, planned.canonical(), planned.output_format,
+                         event.image.sha256)
+        source = await self.store.presign_get(event.image.bucket, event.image.key)
+        target = await self.store.presign_put(bucket, key, content_type=planned.media_type,
+                                              metadata=self._metadata(event))
+        if source is None or target is None:
+            return None
+        result = await self.imageproc.process_object(
+            pipeline, input_url=source, input_sha256=event.image.sha256,
+            input_size=event.image.size, output_url=target.url, output_headers=target.headers,
+            job_id=event.job_id, stage=self.stage, filename=event.filename)
+        if (result.pipeline, result.format) != (planned.canonical(), planned.output_format):
+            raise PermanentError(
+                f"imageproc ran {result.pipeline!r} ({result.format}), not "
+                f"{planned.canonical()!r} as this runner resolved {pipeline!r}: "
+                "give both the same IMGPIPE_PRESETS", reason="pipeline_mismatch")
+        return result, self._output_ref(bucket, key, result.sha256, result.size, result)
+
     async def _store_output(self, event: ImageEvent, pipeline: str, result: Processed) -> ObjectRef:
         key = output_key(event.job_id, self.stage, result.pipeline, result.format or "bin",
                          event.image.sha256)
         stored = await self.store.put_bytes(
             self.settings.s3_output_bucket, key, result.body, content_type=result.media_type,
-            metadata={"job-id": event.job_id, "stage": self.stage,
-                      "input-sha256": event.image.sha256},
+            metadata=self._metadata(event),
         )
+        return self._output_ref(stored.bucket, stored.key, stored.sha256, stored.size, result)
+
+    @staticmethod
+    def _output_ref(bucket: str, key: str, sha256: str, size: int,
+                    result: Processed) -> ObjectRef:
         return ObjectRef(
-            bucket=stored.bucket, key=stored.key, sha256=stored.sha256, size=stored.size,
+            bucket=bucket, key=key, sha256=sha256, size=size,
             media_type=result.media_type, format=result.format,
             width=result.width, height=result.height,
             payload_sha256=result.payload_sha256 if result.signed else None,

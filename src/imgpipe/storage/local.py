@@ -6,6 +6,10 @@ holds its content type and metadata. Every write goes to a temporary file in
 the same directory, is flushed to disk and then renamed over the key: a
 reader sees the old object or the new one, never a part, and a failed or
 interrupted write leaves no object behind.
+
+It hands out no presigned URLs (``presign_*`` answer ``None``): nothing but
+the process that opened it serves its directory, so the runner of
+``imgpipe dev`` moves the bytes between it and imageproc itself.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from pathlib import Path
 from typing import IO
 
 from imgpipe.errors import InvalidInput, TransientError
-from imgpipe.storage.protocol import ListedObject, ObjectInfo, ObjectNotFound, StoredObject
+from imgpipe.storage.protocol import (
+    PRESIGN_SECONDS,
+    ListedObject,
+    ObjectInfo,
+    ObjectNotFound,
+    PresignedPut,
+    StoredObject,
+)
 
 READ_CHUNK = 256 * 1024
 _TMP_PREFIX = ".imgpipe-tmp-"
@@ -183,6 +194,21 @@ class LocalStore:
             raise _unavailable(exc, "get") from exc
         finally:
             handle.close()
+
+    async def presign_get(self, bucket: str, key: str, *,
+                          expires: int = PRESIGN_SECONDS) -> str | None:
+        return None
+
+    async def presign_put(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        expires: int = PRESIGN_SECONDS,
+    ) -> PresignedPut | None:
+        return None
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None:
         return await asyncio.to_thread(self._head, bucket, key)

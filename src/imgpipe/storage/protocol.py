@@ -5,6 +5,12 @@ Services depend on :class:`ObjectStore` only; :class:`~imgpipe.storage.s3.S3Stor
 it. Both keep objects under ``bucket/key``, store a put whole or not at all,
 and raise :class:`ObjectNotFound` for a key that is not there and
 :class:`~imgpipe.errors.TransientError` while the storage cannot be reached.
+
+A store that other processes can reach over HTTP hands out presigned URLs
+(:meth:`ObjectStore.presign_get`, :meth:`ObjectStore.presign_put`): each names
+one object and one method, expires within minutes, and carries no credential
+beyond its signature. A store that cannot (the embedded directory store)
+answers ``None``, and its callers move the bytes themselves.
 """
 
 from __future__ import annotations
@@ -38,6 +44,19 @@ class ListedObject:
     key: str
     size: int
     etag: str
+
+
+@dataclass(frozen=True)
+class PresignedPut:
+    """A PUT of one object someone else may make: the URL and the headers it must send
+    (they are part of the signature: the content type and the object's metadata)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+#: how long a presigned URL stays valid: one job's fetch or store, retries included
+PRESIGN_SECONDS = 300
 
 
 class ObjectNotFound(ImgpipeError):
@@ -83,6 +102,25 @@ class ObjectStore(Protocol):
     def iter_bytes(self, bucket: str, key: str) -> AsyncIterator[bytes]: ...
 
     async def head(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    async def presign_get(self, bucket: str, key: str, *,
+                          expires: int = PRESIGN_SECONDS) -> str | None:
+        """A URL that reads this one object for ``expires`` seconds, or ``None`` when
+        this store cannot hand one out (the caller then reads the bytes itself)."""
+        ...
+
+    async def presign_put(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        expires: int = PRESIGN_SECONDS,
+    ) -> PresignedPut | None:
+        """A PUT that writes this one object (whole, replacing it) for ``expires`` seconds,
+        or ``None`` when this store cannot hand one out."""
+        ...
 
     async def delete(self, bucket: str, key: str) -> None: ...
 

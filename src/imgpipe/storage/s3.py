@@ -22,7 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imgpipe.errors import TransientError, Unavailable
 from imgpipe.runtime.config import S3Settings
-from imgpipe.storage.protocol import ListedObject, ObjectInfo, ObjectNotFound, StoredObject
+from imgpipe.storage.protocol import (
+    PRESIGN_SECONDS,
+    ListedObject,
+    ObjectInfo,
+    ObjectNotFound,
+    PresignedPut,
+    StoredObject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,32 @@ class S3Store:
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "put") from exc
         return StoredObject(bucket, key, len(data), hashlib.sha256(data).hexdigest())
+
+    async def presign_get(self, bucket: str, key: str, *,
+                          expires: int = PRESIGN_SECONDS) -> str | None:
+        """Signed locally (SigV4 query string): no request to S3."""
+        client = await self._api()
+        url = await client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+        return str(url)
+
+    async def presign_put(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        expires: int = PRESIGN_SECONDS,
+    ) -> PresignedPut | None:
+        """Signed locally; the content type and ``x-amz-meta-*`` headers are signed too."""
+        client = await self._api()
+        meta = dict(metadata or {})
+        url = await client.generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type,
+                                  "Metadata": meta}, ExpiresIn=expires)
+        headers = {"Content-Type": content_type} | {f"x-amz-meta-{k}": v for k, v in meta.items()}
+        return PresignedPut(str(url), headers)
 
     async def put_stream(
         self,
