@@ -4,6 +4,7 @@ provenance → CouchDB, with the four services as real processes."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import aiohttp
@@ -75,6 +76,11 @@ async def test_upload_is_processed_with_provenance(shared_system: ServiceProcess
     assert record["output"]["sha256"] == output["sha256"]
     assert record["pipeline"] == view["pipelines"][0]
     assert "resize" in record["pipeline"] and "png" in record["pipeline"]
+    # S3 presigns: imageproc read the input and wrote the output itself (the object path)
+    lines = [json.loads(line) for line in system.log("runner").splitlines()
+             if line.startswith("{") and job["job_id"] in line]
+    assert [line.get("path") for line in lines if line.get("message") == "image processed"
+            ] == ["object"], lines
 
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{system.upload_url}{output['url']}") as resp:

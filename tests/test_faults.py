@@ -226,8 +226,11 @@ class FlakyImageproc:
         return hashlib.sha256(data).hexdigest()
 
     async def process(self, request: web.Request) -> web.StreamResponse:
+        """``/process`` (bytes: keyed by their hash) and ``/process-object`` (JSON with
+        presigned URLs: keyed by the input's sha256 it names) alike."""
         data = await request.read()
-        sha = self.sha(data)
+        by_object = request.path == "/process-object"
+        sha = json.loads(data)["input"]["sha256"] if by_object else self.sha(data)
         self.requests[sha] = self.requests.get(sha, 0) + 1
         queued = self.plan.get(sha) or []
         answer = queued.pop(0) if queued else self.always.get(sha, "pass")
@@ -245,9 +248,10 @@ class FlakyImageproc:
             assert request.transport is not None
             request.transport.close()
             return web.Response(status=500)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower().startswith("x-imgpipe") or k.lower() == "content-type"}
         async with aiohttp.ClientSession() as http, http.post(
-            f"{self.upstream}/process", params=request.query, data=data,
-            headers={"Content-Type": "application/octet-stream"},
+            f"{self.upstream}{request.path}", params=request.query, data=data, headers=headers,
         ) as resp:
             body = await resp.read()
             headers = {k: v for k, v in resp.headers.items()
@@ -263,6 +267,7 @@ async def flaky(system_env: ServiceProcesses) -> AsyncIterator[tuple[FlakyImagep
     proxy = FlakyImageproc(system_env.url("imageproc"))
     app = web.Application()
     app.router.add_post("/process", proxy.process)
+    app.router.add_post("/process-object", proxy.process)
     app.router.add_get("/healthz", proxy.healthz)
     runner = web.AppRunner(app, shutdown_timeout=1)
     await runner.setup()

@@ -169,7 +169,8 @@ class Runner:
         metrics.JOBS.labels(outcome="done").inc()
         metrics.DURATION.observe(time.perf_counter() - clock)
         log.info("image processed", extra={"pipeline": pipeline, "output": output.uri,
-                                           "sha256": output.sha256})
+                                           "sha256": output.sha256,
+                                           "path": "bytes" if moved is None else "object"})
 
     def _metadata(self, event: ImageEvent) -> dict[str, str]:
         return {"job-id": event.job_id, "stage": self.stage, "input-sha256": event.image.sha256}

@@ -79,6 +79,7 @@ class S3Store:
                 s = self._settings
                 config = AioConfig(
                     s3={"addressing_style": "path"},
+                    signature_version="s3v4",  # presigned URLs too (botocore would sign them v2)
                     retries={"max_attempts": 2, "mode": "standard"},  # callers hold and retry
                     connect_timeout=3,
                     read_timeout=60,
