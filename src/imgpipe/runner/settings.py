@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from imgpipe.runtime.config import (
@@ -22,6 +24,11 @@ class RunnerSettings(AmqpSettings, S3Settings, ImageprocClientSettings, PresetSe
     )
     runner_pipeline: str | None = Field(
         default=None, description="Pipeline of this stage; default: the one carried by each event."
+    )
+    runner_data_path: Literal["auto", "bytes"] = Field(
+        default="auto",
+        description="auto: imageproc reads and writes S3 through presigned URLs when the store "
+                    "presigns (the embedded one does not); bytes: the runner moves every byte.",
     )
     runner_host: str = "127.0.0.1"
     runner_port: int = Field(default=8001, ge=0, le=65535)

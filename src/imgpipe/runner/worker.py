@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import socket
 import time
@@ -189,18 +190,22 @@ class Runner:
                            ) -> tuple[Processed, ObjectRef] | None:
         """The object path: imageproc reads and writes S3 through presigned URLs.
 
-        ``None`` when the store cannot presign or the output key cannot be known
-        before processing: the caller takes the bytes path.
+        ``None`` when the store cannot presign, the output key cannot be known before
+        processing, or ``RUNNER_DATA_PATH=bytes``: the caller takes the bytes path.
         """
-        planned = self._planned(pipeline)
+        planned = self._planned(pipeline) if self.settings.runner_data_path == "auto" else None
         if planned is None:
             return None
         bucket = self.settings.s3_output_bucket
         key = output_key(event.job_id, self.stage, planned.canonical(), planned.output_format,
                          event.image.sha256)
-        source = await self.store.presign_get(event.image.bucket, event.image.key)
+        # valid while this runner waits for the answer and no longer: a request it gave up
+        # on cannot write after the retry's output (a signed output's bytes differ per run)
+        expires = math.ceil(self.settings.imageproc_client_timeout)
+        source = await self.store.presign_get(event.image.bucket, event.image.key,
+                                              expires=expires)
         target = await self.store.presign_put(bucket, key, content_type=planned.media_type,
-                                              metadata=self._metadata(event))
+                                              metadata=self._metadata(event), expires=expires)
         if source is None or target is None:
             return None
         result = await self.imageproc.process_object(
