@@ -131,6 +131,10 @@ async def test_process_object_refusals(object_store: ObjectStore, backend_env: d
     expired = PresignedPut(target.url, {"Content-Type": "text/plain"})  # signature mismatch
     assert await refused(message(source, sha, expired)) == (422, "storage_refused")
     assert await refused(message(source, sha, target, "nope")) == (400, "unknown_preset")
+    late = message(source, sha, target)
+    late["output"]["within_s"] = 0.001  # the caller stopped waiting before the output was ready
+    assert await refused(late) == (504, "caller_gone")
+    assert await object_store.head(outbox, "out/a.webp") is None
 
     big = image_bytes(600, 600, ".png", compression=0)
     assert len(big) > 200_000

@@ -162,7 +162,8 @@ class ImageprocClient:
         """
         message = {"pipeline": pipeline,
                    "input": {"url": input_url, "sha256": input_sha256, "size": input_size},
-                   "output": {"url": output_url, "headers": dict(output_headers)}}
+                   "output": {"url": output_url, "headers": dict(output_headers),
+                              "within_s": self._timeout.total}}
         headers = _step_headers(job_id, stage, input_sha256, filename)
         headers["Content-Type"] = "application/json"
         session = await self._client()

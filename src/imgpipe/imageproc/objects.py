@@ -12,6 +12,9 @@ and can reach only those two objects. Invariants:
   written;
 * the output's sha256 is computed once, when the engine returns it; the
   answer carries it so the runner never sees the bytes;
+* no PUT starts after ``output.within_s`` (counted on imageproc's own clock from
+  the request's arrival): the caller no longer waits, and a late write could
+  replace its retry's output;
 * S3 answering 404 is 422 ``input_missing``, another 4xx 422 ``storage_refused``
   (the same URL will never work); S3 unreachable or 5xx is 503
   ``storage_unavailable`` (the caller holds the work until it is back).
@@ -20,13 +23,14 @@ and can reach only those two objects. Invariants:
 from __future__ import annotations
 
 import hashlib
+import time
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from imgpipe import __version__
-from imgpipe.errors import ImgpipeError, InvalidInput, Unavailable
+from imgpipe.errors import ImgpipeError, InvalidInput, TransientError, Unavailable
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.engine import Result, pyvips_version, vips_version
 from imgpipe.imageproc.errors import InputMismatch, TooLarge
@@ -53,6 +57,9 @@ class OutputObject(BaseModel):
     url: str
     headers: dict[str, str] = Field(default_factory=dict)
     """Headers the PUT must send: its presigned signature covers them."""
+    within_s: float | None = Field(default=None, gt=0)
+    """Seconds from the request's arrival after which the PUT is not started: the caller
+    has stopped waiting and may have retried (a signed output's bytes differ per run)."""
 
     _url = field_validator("url")(_http_url)
 
@@ -61,6 +68,11 @@ class ObjectRequest(BaseModel):
     pipeline: str | None = None
     input: InputObject
     output: OutputObject
+
+
+class CallerGone(TransientError):
+    reason = "caller_gone"
+    status = 504
 
 
 class StorageRefused(InvalidInput):
@@ -119,7 +131,12 @@ async def fetch_input(http: aiohttp.ClientSession, source: InputObject, limit: i
     return b"".join(chunks)
 
 
-async def store_output(http: aiohttp.ClientSession, target: OutputObject, data: bytes) -> None:
+async def store_output(http: aiohttp.ClientSession, target: OutputObject, data: bytes,
+                       arrived: float) -> None:
+    """PUT ``data`` unless ``target.within_s`` has passed since ``arrived`` (monotonic)."""
+    if target.within_s is not None and time.monotonic() > arrived + target.within_s:
+        raise CallerGone(f"the output was ready after the caller's {target.within_s:g} s; "
+                         "not written")
     try:
         async with http.put(target.url, data=data, headers=target.headers,
                             allow_redirects=False) as resp:

@@ -111,6 +111,7 @@ async def process_object(request: web.Request) -> web.StreamResponse:
     """``POST /process-object``: input from a presigned GET, output to a presigned PUT
     (:mod:`imgpipe.imageproc.objects`); answers JSON about the output, not its bytes."""
     try:
+        arrived = time.monotonic()
         if request.app[DRAINING][0]:
             raise TransientError("imageproc is shutting down", reason="shutting_down")
         message = parse_request(await _read_body(request, 64 * 1024))
@@ -124,7 +125,7 @@ async def process_object(request: web.Request) -> web.StreamResponse:
         fetched = time.perf_counter()
         result = await pool.run(data, pipeline, origin)
         processed = time.perf_counter()
-        await store_output(http, message.output, result.data)
+        await store_output(http, message.output, result.data, arrived)
         stored = time.perf_counter()
     except ImgpipeError as err:
         metrics.REQUESTS.labels(err.reason).inc()

@@ -49,6 +49,7 @@ from imgpipe.storage.protocol import ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+PRESIGN_MARGIN = 60
 
 
 def output_key(job_id: str, stage: str, pipeline: str, extension: str, source: str = "") -> str:
@@ -199,9 +200,9 @@ class Runner:
         bucket = self.settings.s3_output_bucket
         key = output_key(event.job_id, self.stage, planned.canonical(), planned.output_format,
                          event.image.sha256)
-        # valid while this runner waits for the answer and no longer: a request it gave up
-        # on cannot write after the retry's output (a signed output's bytes differ per run)
-        expires = math.ceil(self.settings.imageproc_client_timeout)
+        # imageproc starts no PUT once this runner stopped waiting (output.within_s); the
+        # URLs outlive that by a margin for clock skew and second-granular signatures
+        expires = math.ceil(self.settings.imageproc_client_timeout) + PRESIGN_MARGIN
         source = await self.store.presign_get(event.image.bucket, event.image.key,
                                               expires=expires)
         target = await self.store.presign_put(bucket, key, content_type=planned.media_type,
