@@ -151,8 +151,10 @@ async def store_output(http: aiohttp.ClientSession, target: OutputObject, data: 
 def answer(result: Result, canonical: str, media_type: str, timings: dict[str, float]) -> web.Response:
     """The small JSON the runner needs instead of the output's bytes."""
     metrics.OUTPUT_BYTES.inc(len(result.data))
+    sha256 = result.sha256  # the one pass over the output (a property: not read twice)
     return web.json_response({
-        "sha256": result.sha256, "payload_sha256": result.payload, "size": len(result.data),
+        "sha256": sha256, "payload_sha256": result.payload_sha256 or sha256,
+        "size": len(result.data),
         "format": result.format, "media_type": media_type,
         "width": result.width, "height": result.height, "pipeline": canonical,
         "input": {"format": result.input.format, "width": result.input.width,

@@ -91,13 +91,14 @@ async def process_image(request: web.Request) -> web.StreamResponse:
     metrics.REQUESTS.labels("ok").inc()
     metrics.INPUT_BYTES.inc(len(data))
     metrics.OUTPUT_BYTES.inc(len(result.data))
+    sha256 = result.sha256  # one pass over the output (a property: not read twice)
     headers = {
         "Content-Type": pipeline.media_type,
         "X-Imgpipe-Format": result.format,
         "X-Imgpipe-Width": str(result.width),
         "X-Imgpipe-Height": str(result.height),
-        "X-Imgpipe-Sha256": result.sha256,
-        "X-Imgpipe-Payload-Sha256": result.payload,
+        "X-Imgpipe-Sha256": sha256,
+        "X-Imgpipe-Payload-Sha256": result.payload_sha256 or sha256,
         "X-Imgpipe-Pipeline": pipeline.canonical(),
         "X-Imgpipe-Vips-Version": vips_version(),
         "X-Imgpipe-Pyvips-Version": pyvips_version(),
