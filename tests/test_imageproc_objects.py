@@ -16,7 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imgpipe.imageproc import create_app
-from imgpipe.runtime.config import ImageprocSettings, S3Settings
+from imgpipe.imageproc.settings import ImageprocSettings
+from imgpipe.runtime.config import S3Settings
 from imgpipe.storage.protocol import ObjectStore, PresignedPut
 from tests.backend_sets import settings_of
 from tests.images import image_bytes
