@@ -145,3 +145,38 @@ def test_token_from_flag_or_environment(system_env: ServiceProcesses, tmp_path: 
     [job_id] = set(JOB_ID.findall(sent.stdout))
     shown = imgpipe("jobs", job_id, url=url, IMGPIPE_TOKEN="client-test-token")
     assert shown.returncode == 0 and "queued" in shown.stdout
+
+
+def test_submit_skips_what_is_already_done(imgpipe_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "batch"
+    root.mkdir()
+    for width in (101, 102, 103):
+        (root / f"w{width}.png").write_bytes(image_bytes(width, 50, ".png"))
+    pipeline = ("--pipeline", "resize:w=61/format:png")
+
+    first = imgpipe("submit", root, *pipeline, "--wait", url=imgpipe_url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 uploaded, 0 skipped" in first.stdout
+    first_jobs = set(JOB_ID.findall(first.stdout))
+    assert len(first_jobs) == 3
+
+    again = imgpipe("submit", root, *pipeline, url=imgpipe_url)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 uploaded, 3 skipped" in again.stdout
+    assert set(JOB_ID.findall(again.stdout)) == first_jobs  # listed with the jobs that did them
+
+    other = imgpipe("submit", root / "w101.png", "--pipeline", "resize:w=62/format:png",
+                    url=imgpipe_url)
+    assert "1 uploaded, 0 skipped" in other.stdout, other.stdout  # another pipeline is new work
+
+    (root / "w104.png").write_bytes(image_bytes(104, 50, ".png"))
+    added = imgpipe("submit", root, *pipeline, "--out", tmp_path / "out", url=imgpipe_url)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "1 uploaded, 3 skipped" in added.stdout
+    assert len(set(JOB_ID.findall(added.stdout)) - first_jobs) == 1
+    assert len(list((tmp_path / "out").iterdir())) == 4  # outputs of skipped files too
+
+    forced = imgpipe("submit", root, *pipeline, "--again", url=imgpipe_url)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "4 uploaded, 0 skipped" in forced.stdout
+    assert not set(JOB_ID.findall(forced.stdout)) & first_jobs

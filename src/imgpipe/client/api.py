@@ -107,6 +107,22 @@ class Client:
         result: dict[str, Any] = await self._get_json("/pipelines/validate", pipeline=pipeline)
         return result
 
+    async def default_pipeline(self) -> str:
+        """The pipeline the service runs when an upload names none."""
+        body = await self._get_json("/presets")
+        return str(body["default"])
+
+    async def lineage(self, sha256: str) -> dict[str, Any] | None:
+        """What the service records of content ``sha256`` (``GET /lineage/{sha256}``:
+        uploads, steps, jobs the asker may see), or None when it has no record of it."""
+        try:
+            result: dict[str, Any] = await self._get_json(f"/lineage/{sha256}")
+        except ApiError as exc:
+            if exc.reason == "content_not_found":
+                return None
+            raise
+        return result
+
     async def upload(
         self, source: Path | bytes, *, filename: str | None = None, pipeline: str | None = None,
         progress: Progress | None = None,

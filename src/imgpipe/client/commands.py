@@ -28,7 +28,7 @@ def _submit(args: argparse.Namespace) -> int:
     return asyncio.run(submit(
         args.paths, url=_url(args), pipeline=args.preset or args.pipeline, wait=args.wait,
         out=args.out, timeout=args.timeout, parallel=args.parallel, console=console,
-        token=_token(args), glob=args.glob,
+        token=_token(args), glob=args.glob, again=args.again,
     ))
 
 
@@ -59,6 +59,8 @@ def add_client_commands(sub: Any) -> None:
         "submit", help="Upload images to imgpipe, optionally wait and download the outputs.",
         description="Upload images (directories recursively) with a progress bar per file; "
                     "with --wait or --out, wait for the jobs and print what they made. "
+                    "A file already submitted with the same pipeline (same content, its job not "
+                    "failed) is skipped and listed with that job, unless --again. "
                     "Exit status 1 if any file was refused or its job failed.",
     )
     submit.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -70,6 +72,8 @@ def add_client_commands(sub: Any) -> None:
     submit.add_argument("--glob", metavar="PATTERN",
                         help="under directories, only files matching PATTERN relative to the "
                              "directory, e.g. '**/*.tif' (default: every image, recursively)")
+    submit.add_argument("--again", action="store_true",
+                        help="upload every file, even those already submitted with this pipeline")
     submit.add_argument("--wait", action="store_true", help="wait until every job is finished")
     submit.add_argument("--out", type=Path, metavar="DIR",
                         help="download the outputs into DIR (implies --wait)")

@@ -1,4 +1,9 @@
-"""``imgpipe submit``: upload files, optionally wait and download the outputs."""
+"""``imgpipe submit``: upload files, optionally wait and download the outputs.
+
+A file the service already has a job for (same content, same pipelines, not
+failed: :mod:`imgpipe.client.done`) is not uploaded again unless ``again``;
+it is listed with that job, which ``--wait``/``--out`` wait for and download.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from imgpipe.client.api import ApiError, Client
+from imgpipe.client.done import already_done, canonical_pipelines
 from imgpipe.client.show import describe_output, status_text
 
 IMAGE_SUFFIXES = frozenset(
@@ -43,6 +49,7 @@ class Item:
     job: dict[str, Any] | None = None
     view: dict[str, Any] | None = None
     error: tuple[str, str] | None = None
+    skipped: bool = False
     saved: list[Path] = field(default_factory=list)
 
     @property
@@ -188,14 +195,26 @@ def _summary(items: list[Item], console: Console) -> None:
             result = "\n".join(parts)
         else:
             result = f"imgpipe jobs {job_id}" if item.job else ""
-        table.add_row(str(item.path), job_id, status_text(item.status), result)
+        status = status_text(item.status) + (" (skipped)" if item.skipped else "")
+        table.add_row(str(item.path), job_id, status, result)
     console.print(table)
+
+
+async def _skip_done(client: Client, items: list[Item], canonical: list[str],
+                     parallel: int) -> None:
+    """Mark the items the service already has a job for, with that job."""
+    pipelines = canonical or await canonical_pipelines(client, None)
+    found = await already_done(client, [i.path for i in items], pipelines, parallel=parallel)
+    for item in items:
+        view = found.get(item.path)
+        if view is not None:
+            item.skipped, item.job, item.view = True, {"job_id": view["job_id"]}, view
 
 
 async def submit(
     paths: list[Path], *, url: str, pipeline: str | None, wait: bool, out: Path | None,
     timeout: float, parallel: int, console: Console, token: str | None = None,
-    glob: str | None = None,
+    glob: str | None = None, again: bool = False,
 ) -> int:
     """Run ``imgpipe submit``; the exit status: 0 all good, 1 a file failed, 2 unusable input."""
     try:
@@ -205,6 +224,7 @@ async def submit(
         return 2
     items = [Item(path=p, size=p.stat().st_size) for p in files]
     async with Client(url, token=token) as client:
+        canonical: list[str] = []
         if pipeline:
             try:
                 checked = await client.validate(pipeline)
@@ -216,7 +236,20 @@ async def submit(
                               f"{exc.message}")
                 return 2
             console.print(f"pipeline: {checked['canonical']}")
-        await _upload_all(client, items, pipeline, parallel, console)
+            canonical = [str(checked["canonical"])]
+        if not again:
+            try:
+                await _skip_done(client, items, canonical, parallel)
+            except ApiError as exc:
+                console.print(f"[red]imgpipe submit: could not ask what is already done "
+                              f"({exc.reason}):[/red] {exc.message} (--again uploads regardless)")
+                return 1
+        todo = [i for i in items if not i.skipped]
+        await _upload_all(client, todo, pipeline, parallel, console)
+        uploaded = sum(1 for i in todo if i.job)
+        skipped = len(items) - len(todo)
+        console.print(f"{uploaded} uploaded, {skipped} skipped"
+                      + (" (already submitted; --again uploads them anyway)" if skipped else ""))
         if wait or out is not None:
             await _wait_all(client, items, timeout, console)
             if out is not None:
