@@ -31,6 +31,9 @@ class StepOrigin:
     stage: str | None = None
     input_sha256: str | None = None
     filename: str | None = None
+    input_verified: bool = False
+    """imageproc itself hashed the input to ``input_sha256`` already (``/process-object``
+    checks it while streaming): signing need not hash it again."""
 
 
 def software() -> dict[str, str]:
@@ -42,7 +45,8 @@ def software() -> dict[str, str]:
 def sign_result(signer: ContentSigner, result: Result, source: bytes, pipeline: Pipeline,
                 origin: StepOrigin, overlays: Mapping[str, bytes] | None = None) -> Result:
     """``result`` with its bytes signed; ``payload_sha256`` keeps the unsigned bytes' hash."""
-    input_sha256 = hashlib.sha256(source).hexdigest()
+    input_sha256 = (origin.input_sha256 if origin.input_verified and origin.input_sha256
+                    else hashlib.sha256(source).hexdigest())
     if origin.input_sha256 and origin.input_sha256 != input_sha256:
         raise InputMismatch(f"the input hashes to sha256 {input_sha256}, "
                             f"not {origin.input_sha256} as the request says")
