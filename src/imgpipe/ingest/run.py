@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 Outcome = Literal["queued", "skipped", "refused", "failed"]
 MAX_ERRORS = 20
 CURSOR_EVERY = 2.0
+STOP_GRACE = 30.0
+"""Seconds a stopped run waits for the objects in flight."""
 
 
 @dataclass
@@ -195,8 +197,10 @@ class IngestRun:
         """Yield progress every ``interval`` seconds and once at the end (``done``).
 
         Closing the iterator early (``contextlib.aclosing``; a ``break`` alone
-        leaves it to the garbage collector) stops the run: work in flight is
-        cancelled and the cursor saved, so the next run resumes after it.
+        leaves it to the garbage collector) stops the run: no object is taken
+        any more, the objects in flight finish (up to ``STOP_GRACE`` seconds, so
+        a publish is never cut in half on a connection the caller keeps) and
+        the cursor is saved, so the next run resumes after it.
         """
         started = time.monotonic()
         start = "" if restart else await self.ledger.cursor(source, self._scope(pipelines))
@@ -216,11 +220,18 @@ class IngestRun:
             for _ in range(self.parallel):
                 await queue.put(None)  # (a failed listing stops the run: no end marks needed)
 
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def one(seq: int, obj: ListedObject) -> None:
+            await self._one(source, pipelines, obj, progress)
+            cursor.finished(seq)
+
         async def worker() -> None:
             while (item := await queue.get()) is not None:
-                seq, obj = item
-                await self._one(source, pipelines, obj, progress)
-                cursor.finished(seq)
+                job = asyncio.create_task(one(*item))
+                in_flight.add(job)
+                job.add_done_callback(in_flight.discard)
+                await asyncio.shield(job)  # a stop lets it finish: no publish cut in half
 
         async def saver() -> None:
             saved = start
@@ -256,7 +267,11 @@ class IngestRun:
         finally:
             for task in [*tasks, saving]:
                 task.cancel()
-            for task in [*tasks, saving]:
+            if in_flight:
+                await asyncio.wait(set(in_flight), timeout=STOP_GRACE)
+            for job in set(in_flight):
+                job.cancel()
+            for task in [*tasks, saving, *in_flight]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if not finished:
