@@ -271,17 +271,23 @@ async def _check_flow(settings: dict[str, str], upload_port: int, s3_server: Any
 
 
 @pytest.mark.parametrize("settings_class", [
-    "UploadSettings", "RunnerSettings", "ImageprocSettings", "ProvenanceSettings",
+    "upload.settings:UploadSettings", "runner.settings:RunnerSettings",
+    "imageproc.settings:ImageprocSettings", "provenance.settings:ProvenanceSettings",
 ])
 def test_env_example_loads_into_every_service(
     monkeypatch: pytest.MonkeyPatch, settings_class: str
 ) -> None:
+    import importlib
+
     from imgpipe.runtime import config
+
+    module, name = settings_class.split(":")
+    cls = getattr(importlib.import_module(f"imgpipe.{module}"), name)
 
     for line in (ROOT / ".env.example").read_text().splitlines():
         if re.match(r"^[A-Z][A-Z0-9_]*=", line):
             name, value = line.split("=", 1)
             monkeypatch.setenv(name, value)
-    settings = config.load(getattr(config, settings_class))
+    settings = config.load(cls)
     if isinstance(settings, config.AmqpSettings):
         assert settings.broker_url() == "amqp://imgpipe:imgpipe-secret@rabbitmq:5672/%2F"
