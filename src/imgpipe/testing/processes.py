@@ -173,6 +173,7 @@ class DevProcess:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.extra: tuple[str, ...] = ()
 
     @property
     def upload_url(self) -> str:
@@ -185,6 +186,7 @@ class DevProcess:
 
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         self.starts += 1
+        self.extra = extra
         with open(self.logs / f"dev-{self.starts}.out", "wb") as out, \
                 open(self.logs / f"dev-{self.starts}.err", "wb") as err:
             self.proc = subprocess.Popen(
@@ -205,6 +207,11 @@ class DevProcess:
         deadline = time.monotonic() + timeout
         while "imgpipe dev is running" not in self.output():
             assert self.proc is not None
+            if (self.proc.poll() is not None and "address already in use" in self.output() + self.log()
+                    and self.starts < 5):
+                self.port = free_port()  # another process took the port since it was picked
+                self.start(*self.extra)
+                continue
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"imgpipe dev did not start (exit {self.proc.poll()}):\n"
                                    f"{self.output()}\n{self.log()[-3000:]}")
