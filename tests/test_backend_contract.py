@@ -18,7 +18,7 @@ from imgpipe.broker.policy import ATTEMPT, ERROR, HISTORY, QUEUE, REASON, RetryP
 from imgpipe.broker.protocol import Broker, Delivery
 from imgpipe.broker.topology import topology
 from imgpipe.cli import build_parser
-from imgpipe.dlq import run_dlq
+from imgpipe.commands.dlq import run_dlq
 from imgpipe.errors import PermanentError, TransientError, Unavailable
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.runtime.config import AmqpSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imgpipe.dev import DevSettings
+from imgpipe.commands.dev import DevSettings
 from imgpipe.errors import ConfigError
 from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.provenance.settings import VerifySettings

@@ -227,7 +227,7 @@ async def test_credentials_are_checked_against_the_record(chain) -> None:  # typ
 
 
 def test_imgpipe_dev_signs_unless_told_not_to(tmp_path: Path) -> None:
-    from imgpipe.dev import DEV_CREDENTIALS, DevSettings
+    from imgpipe.commands.dev import DEV_CREDENTIALS, DevSettings
 
     signing = DevSettings.build(data_dir=tmp_path / "a")
     chain_dir = (tmp_path / "a" / DEV_CREDENTIALS).resolve()

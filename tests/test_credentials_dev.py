@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from imgpipe.dev import DEV_CREDENTIALS
+from imgpipe.commands.dev import DEV_CREDENTIALS
 from imgpipe.testing.processes import DevProcess
 from tests.images import image_bytes
 from tests.prov_system import call, imgpipe, submit, verify, wait_done

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from imgpipe.client.api import Client
-from imgpipe.dev import DevSettings
+from imgpipe.commands.dev import DevSettings
 from imgpipe.runtime.fileurl import embedded_path
 from imgpipe.testing.names import run_name
 from imgpipe.testing.processes import DevProcess

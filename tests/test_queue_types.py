@@ -17,8 +17,8 @@ from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.broker.rabbitmq_queues import QueueShape
 from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.cli import build_parser
+from imgpipe.commands.queues import run_queues
 from imgpipe.errors import ConfigError, PermanentError
-from imgpipe.queues import run_queues
 from imgpipe.runtime.config import AmqpSettings, load
 from imgpipe.testing.names import remove_amqp_names
 

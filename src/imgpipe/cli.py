@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from imgpipe import __version__, dev
+from imgpipe import __version__
+from imgpipe.commands import dev
 from imgpipe.errors import ConfigError
 from imgpipe.imageproc.settings import ImageprocSettings
 from imgpipe.provenance.commands import add_commands as add_provenance_commands
@@ -103,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_credentials_command(sub)
 
     add_client_commands(sub)
-    from imgpipe import dlq, preset_commands, queues
+    from imgpipe.commands import dlq, presets, queues
 
     dlq.add_parser(sub)
-    preset_commands.add_parser(sub)
+    presets.add_parser(sub)
     queues.add_parser(sub)
     return parser
 

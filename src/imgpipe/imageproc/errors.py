@@ -59,3 +59,24 @@ class SigningFailed(TransientError):
 
     reason = "signing_failed"
     status = 503
+
+
+class InputMissing(InvalidInput):
+    """The object a presigned input URL names is not there (S3 answered 404)."""
+
+    reason = "input_missing"
+    status = 422
+
+
+class StorageRefused(InvalidInput):
+    """S3 refused a presigned URL (expired or wrong) or answered a redirect, never followed."""
+
+    reason = "storage_refused"
+    status = 422
+
+
+class CallerGone(TransientError):
+    """The output was ready after the caller stopped waiting; it was not written."""
+
+    reason = "caller_gone"
+    status = 504

@@ -30,10 +30,16 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from imgpipe import __version__
-from imgpipe.errors import ImgpipeError, InvalidInput, TransientError, Unavailable
+from imgpipe.errors import ImgpipeError, InvalidInput, Unavailable
 from imgpipe.imageproc import metrics
 from imgpipe.imageproc.engine import Result, pyvips_version, vips_version
-from imgpipe.imageproc.errors import InputMismatch, TooLarge
+from imgpipe.imageproc.errors import (
+    CallerGone,
+    InputMismatch,
+    InputMissing,
+    StorageRefused,
+    TooLarge,
+)
 
 HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("objects_http", aiohttp.ClientSession)
 SHA256 = r"^[0-9a-f]{64}$"
@@ -68,21 +74,6 @@ class ObjectRequest(BaseModel):
     pipeline: str | None = None
     input: InputObject
     output: OutputObject
-
-
-class CallerGone(TransientError):
-    reason = "caller_gone"
-    status = 504
-
-
-class StorageRefused(InvalidInput):
-    reason = "storage_refused"
-    status = 422
-
-
-class InputMissing(InvalidInput):
-    reason = "input_missing"
-    status = 422
 
 
 def parse_request(raw: bytes) -> ObjectRequest:
