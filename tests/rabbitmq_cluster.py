@@ -129,6 +129,19 @@ class RabbitMQCluster:
                     return next(n for n in self.nodes if n.nodename == row.get("leader"))
         raise ServiceError(f"no leader found for {queue}")
 
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue as a running node reports it: type, leader, messages and consumers."""
+        for node in self.nodes:
+            if node.pid is None:
+                continue
+            try:
+                return list(json.loads(self.ctl(
+                    node, "list_queues", "name", "type", "leader", "online", "messages_ready",
+                    "messages_unacknowledged", "consumers", "--formatter", "json", "--quiet")))
+            except (ServiceError, ValueError, subprocess.TimeoutExpired):
+                continue
+        return []
+
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL the node's Erlang VM, as a machine dying would."""
         pid = node.pid

@@ -12,6 +12,7 @@ line (test-artifacts/fault-report.json) adds how long the pipeline stalled.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -114,6 +115,13 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
     }
     line = report("rabbitmq_cluster", "leader node SIGKILLed and restarted, then the new "
                   "leader stopped gracefully, under steady uploads", 2, batch, v, **extra)
+    if v.lost:
+        # Where the lost jobs' messages are, for whoever reads the failure.
+        print(json.dumps(await asyncio.to_thread(cluster.queues), indent=1))
+        for key in homes:
+            lines = [line for line in system.log(key).splitlines()
+                     if any(lost.split(":")[0] in line for lost in v.lost)]
+            print(key, *lines[-20:], sep="\n  ")
     assert_invariant(v)
     assert not mismatched, mismatched
     assert line["done"] == len(batch.accepted) > 20

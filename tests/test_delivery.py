@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import aio_pika
+import aio_pika.abc
 import pytest
 
 from imgpipe.broker.policy import (
@@ -25,6 +26,7 @@ from imgpipe.broker.policy import (
 )
 from imgpipe.broker.protocol import Delivery
 from imgpipe.broker.rabbitmq import AmqpBroker
+from imgpipe.broker.rabbitmq_consumer import AmqpConsumer
 from imgpipe.broker.topology import topology, work_queue_name
 from imgpipe.errors import PermanentError, TransientError, Unavailable
 
@@ -229,3 +231,50 @@ async def test_dlq_command_on_rabbitmq(broker: AmqpBroker, stage: str, rabbitmq_
     assert missing.returncode == 1 and "no dead-letter queue" in missing.stderr
     down = await asyncio.to_thread(_dlq, "amqp://guest:guest@127.0.0.1:9/", "list")
     assert down.returncode == 1 and "RabbitMQ is unreachable" in down.stderr
+
+
+async def test_deliveries_that_never_arrive_come_back_to_an_idle_consumer(
+    rabbitmq_url: str, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quorum queue may count messages as delivered that never reach the consumer (its
+    leader died in between); with the prefetch used up by them, nothing else arrives.
+    Losing the first two deliveries on their way reproduces that: the idle consumer
+    subscribes again and all three messages are handled."""
+    lost: list[str] = []
+    on_message = AmqpConsumer._on_message
+
+    async def losing_the_first_two(self: AmqpConsumer,
+                                   message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if len(lost) < 2:
+            lost.append(str(message.message_id))  # neither handled nor settled
+            return
+        await on_message(self, message)
+
+    monkeypatch.setattr(AmqpConsumer, "_on_message", losing_the_first_two)
+    broker = AmqpBroker(rabbitmq_url, idle_renew=1.0)
+    await broker.connect()
+    queue = await broker.declare_work_queue(stage)
+    handled: list[str] = []
+    all_handled = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(str(delivery.message_id))
+        if len(set(handled)) == 3:
+            all_handled.set()
+
+    for name in ("a", "b", "c"):
+        await broker.publish(stage, json.dumps({"job_id": name}).encode(), message_id=name)
+    consumer = await broker.consume(queue, handler, prefetch=2, retry=FAST)
+    try:
+        await asyncio.wait_for(all_handled.wait(), 20)
+    finally:
+        await consumer.stop(grace=1)
+        await broker.close()
+    assert lost == ["a", "b"] and sorted(set(handled)) == ["a", "b", "c"]
+    assert (await _depth(rabbitmq_url, queue)) == 0
+
+
+async def _depth(rabbitmq_url: str, queue: str) -> int:
+    async with await aio_pika.connect(rabbitmq_url) as conn:
+        declared = await (await conn.channel()).declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)

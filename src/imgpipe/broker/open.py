@@ -24,7 +24,8 @@ def new_broker(settings: AmqpSettings, *, name: str) -> Broker:
         assert settings.amqp_url is not None
         return EmbeddedBroker(embedded_path(settings.amqp_url))
     return AmqpBroker(settings.broker_url(), name=name,
-                      shape=QueueShape(settings.amqp_queue_type, settings.amqp_delivery_limit))
+                      shape=QueueShape(settings.amqp_queue_type, settings.amqp_delivery_limit),
+                      idle_renew=settings.amqp_idle_renew)
 
 
 async def open_broker(settings: AmqpSettings, *, name: str) -> Broker:

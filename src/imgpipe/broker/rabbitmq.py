@@ -2,7 +2,8 @@
 
 Robust connections, confirmed ``mandatory`` publishing re-sent until a
 deadline, and consumers whose outcome :func:`imgpipe.broker.policy.decide`
-settles (the loop itself is :mod:`imgpipe.broker.consumer`); queue names come
+settles (the loop itself is :mod:`imgpipe.broker.consumer`, a queue's consumer
+:mod:`imgpipe.broker.rabbitmq_consumer`); queue names come
 from :mod:`imgpipe.broker.topology`. A dead-letter exchange per work queue keeps
 what a consumer rejects when it cannot move a message itself.
 """
@@ -20,9 +21,9 @@ import aio_pika.exceptions
 import aiormq.exceptions
 
 from imgpipe.broker import rabbitmq_deadletters as deadletters
-from imgpipe.broker.consumer import RETRY_DELAY, ConsumerLoop
 from imgpipe.broker.policy import RetryPolicy
 from imgpipe.broker.protocol import Consumer, DeadLetter, Handler, Migration
+from imgpipe.broker.rabbitmq_consumer import CONNECTION_ERRORS, IDLE_RENEW, AmqpConsumer
 from imgpipe.broker.rabbitmq_nodes import connect as connect_nodes
 from imgpipe.broker.rabbitmq_queues import QueueShape, declare, migrate, queue_counts
 from imgpipe.broker.topology import topology, work_queue_name
@@ -33,109 +34,15 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
 PUBLISH_DEADLINE = 15.0
 
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aio_pika.exceptions.AMQPError,
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-    RuntimeError,
-)
-
-
-def _channel_open(message: aio_pika.abc.AbstractIncomingMessage) -> bool:
-    try:
-        return not message.channel.is_closed
-    except CONNECTION_ERRORS:
-        return False
-
-
-async def _settle(action: Awaitable[None]) -> bool:
-    """Ack/nack/reject; False when the channel is gone (the broker redelivers)."""
-    try:
-        await action
-        return True
-    except CONNECTION_ERRORS as exc:
-        log.warning("could not settle a message, the broker will deliver it again: %s",
-                    type(exc).__name__)
-        return False
-
-
-class _AmqpMessage:
-    """A :class:`~imgpipe.broker.consumer.Received` on RabbitMQ: acks and nacks on its
-    channel; a retry or dead letter is a confirmed copy in the target queue, then an ack."""
-
-    def __init__(self, broker: AmqpBroker, message: aio_pika.abc.AbstractIncomingMessage,
-                 queue: str) -> None:
-        self._broker = broker
-        self._message = message
-        self._names = topology(queue)
-        self.body = message.body
-        self.message_id = message.message_id
-        self.redelivered = bool(message.redelivered)
-        self.headers: Mapping[str, Any] = dict(message.headers or {})
-
-    def settleable(self) -> bool:
-        return _channel_open(self._message)
-
-    async def ack(self) -> bool:
-        return await _settle(self._message.ack())
-
-    async def requeue(self) -> None:
-        await _settle(self._message.nack(requeue=True))
-
-    async def retry(self, headers: dict[str, Any], delay: float) -> bool:
-        return await self._move(self._names.retry_queue(delay), headers, dead=False)
-
-    async def dead_letter(self, headers: dict[str, Any]) -> bool:
-        return await self._move(self._names.dead_letter_queue, headers, dead=True)
-
-    async def _move(self, target: str, headers: dict[str, Any], *, dead: bool) -> bool:
-        try:
-            await self._broker.send_to_queue(target, self._message, headers)
-        except TransientError as exc:
-            log.warning("could not move the message to %s (%s); returning it to %s",
-                        target, exc.message, self._names.queue,
-                        extra={"message_id": self.message_id})
-            if dead:
-                await _settle(self._message.reject(requeue=False))  # the queue's DLX keeps it
-            else:
-                await asyncio.sleep(RETRY_DELAY)
-                await _settle(self._message.nack(requeue=True))
-            return True
-        return await self.ack()
-
-
-class _AmqpConsumer(ConsumerLoop):
-    def __init__(self, broker: AmqpBroker, queue: aio_pika.abc.AbstractQueue, handler: Handler,
-                 policy: RetryPolicy) -> None:
-        super().__init__(queue.name, handler, policy)
-        self._broker = broker
-        self._queue = queue
-        self._tag: str | None = None
-
-    async def start(self) -> None:
-        self._tag = await self._queue.consume(self._on_message)
-
-    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        await self.process(_AmqpMessage(self._broker, message, self.queue))
-
-    async def stop_taking(self) -> None:
-        if self._tag is not None:
-            try:
-                await self._queue.cancel(self._tag)
-            except CONNECTION_ERRORS:
-                pass
-            self._tag = None
-
 
 class AmqpBroker:
     """:class:`Broker` on RabbitMQ through aio-pika robust connections."""
 
     def __init__(self, url: str, *, name: str = "imgpipe",
                  publish_deadline: float = PUBLISH_DEADLINE,
-                 shape: QueueShape | None = None) -> None:
+                 shape: QueueShape | None = None, idle_renew: float = IDLE_RENEW) -> None:
         self._url = url
+        self._idle_renew = idle_renew
         self._name = name
         self._shape = shape or QueueShape()
         self._stages: dict[str, str] = {}
@@ -143,7 +50,7 @@ class AmqpBroker:
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
-        self._consumers: list[_AmqpConsumer] = []
+        self._consumers: list[AmqpConsumer] = []
         self._queues: set[str] = set()
 
     async def connect(self) -> None:
@@ -303,10 +210,8 @@ class AmqpBroker:
         """Consume ``queue`` with ``handler``, at most ``prefetch`` messages at a time."""
         policy = retry or RetryPolicy()
         await self._declare_retry_queues(queue, policy)
-        channel = await self._open().channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        q = await channel.declare_queue(queue, durable=True, passive=True)
-        consumer = _AmqpConsumer(self, q, handler, policy)
+        consumer = AmqpConsumer(self._open(), queue, handler, policy, prefetch=prefetch,
+                                send_to_queue=self.send_to_queue, renew_after=self._idle_renew)
         await consumer.start()
         self._consumers.append(consumer)
         self._queues.add(queue)

@@ -128,6 +128,12 @@ class AmqpSettings(BaseSettings):
         description="Quorum queues: deliveries after which a message that is never settled "
         "(it crashes every consumer) goes to the dead-letter queue.",
     )
+    amqp_idle_renew: float = Field(
+        default=30.0, ge=0, le=86_400,
+        description="Seconds a consumer with no message waits before it subscribes again on a "
+        "new channel, returning to the queue deliveries that never reached it (a quorum "
+        "queue's leader dying mid-delivery); 0 turns this off.",
+    )
 
     @field_validator("amqp_retry_delays")
     @classmethod
