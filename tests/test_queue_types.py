@@ -183,3 +183,39 @@ async def test_migration_waits_for_consumers_to_stop(rabbitmq_url: str, stage: s
     finally:
         await broker.close()
     assert await _queue_type(rabbitmq_url, stage) == "classic"
+
+
+async def test_a_message_returned_past_the_delivery_limit_is_dead_lettered(
+    rabbitmq_url: str, stage: str
+) -> None:
+    """A message no consumer ever settles (it kills every runner that takes it) goes to
+    the dead-letter queue after ``AMQP_DELIVERY_LIMIT`` returns, and `imgpipe dlq`
+    shows why and can replay it."""
+    broker = AmqpBroker(rabbitmq_url, name="imgpipe-test-queues",
+                        shape=QueueShape("quorum", delivery_limit=2))
+    await broker.connect()
+    try:
+        queue = await broker.declare_work_queue(stage)
+        await broker.publish(stage, json.dumps({"job_id": "crashes"}).encode(),
+                             message_id="crashes")
+        async with await aio_pika.connect(rabbitmq_url) as connection:
+            for _ in range(3):  # each "runner" dies holding it: its channel closes unsettled
+                channel = await connection.channel()
+                taken = await (await channel.get_queue(queue)).get(timeout=5, fail=False)
+                assert taken is not None and taken.message_id == "crashes"
+                await channel.close()
+            channel = await connection.channel()
+            assert await (await channel.get_queue(queue)).get(fail=False) is None
+
+        async def dead_letters() -> list[dict[str, object]]:
+            while not (letters := await broker.dead_letters(queue, 10)):
+                await asyncio.sleep(0.1)
+            return [letter.as_dict() for letter in letters]
+
+        [letter] = await asyncio.wait_for(dead_letters(), 10)
+        assert letter["job_id"] == "crashes" and letter["reason"] == "delivery_limit"
+        replayed = await broker.replay_dead_letters(queue, 10)
+        assert [r.message_id for r in replayed] == ["crashes"]
+        assert await broker.queue_depth(queue) == 1
+    finally:
+        await broker.close()
