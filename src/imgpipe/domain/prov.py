@@ -25,7 +25,6 @@ The model:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,8 +41,10 @@ from prov.model import (
     ProvUnificationError,
 )
 
+from imgpipe.domain import prov_json
 from imgpipe.domain.events import ObjectRef, ProvenanceEvent, SoftwareAgent, stable_id
-from imgpipe.domain.pipeline import PipelineError, parse_pipeline
+from imgpipe.domain.prov_json import operations as _operations
+from imgpipe.domain.prov_json import slug as _slug
 
 IMGPIPE = Namespace("imgpipe", "urn:imgpipe:vocab:")
 SHA256 = Namespace("sha256", "nih:sha-256;")
@@ -58,13 +59,6 @@ FORMATS = {
     "provn": "text/provenance-notation; charset=utf-8",
     "jsonld": "application/ld+json",
 }
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _slug(text: str) -> str:
-    return _UNSAFE.sub("_", text).strip("._") or "_"
-
 
 def image_id(sha256: str) -> QualifiedName:
     """The entity of an image: its content hash."""
@@ -87,14 +81,6 @@ def bundle_id(job_id: str) -> QualifiedName:
 
 def agent_id(agent: SoftwareAgent) -> QualifiedName:
     return SOFTWARE[f"{_slug(agent.name)}-{_slug(agent.version)}"]
-
-
-def _operations(pipeline: str) -> str | None:
-    """The pipeline's operations with their parameters, as JSON, when it parses here."""
-    try:
-        return json.dumps(parse_pipeline(pipeline).to_json(), separators=(",", ":"))
-    except PipelineError:
-        return None
 
 
 def _new_document() -> ProvDocument:
@@ -215,11 +201,12 @@ def event_fragment(event: ProvenanceEvent) -> ProvDocument:
 
 
 def fragment_json(event: ProvenanceEvent) -> dict[str, Any]:
-    """:func:`event_fragment` as PROV-JSON, ready to store in a document."""
-    text = event_fragment(event).serialize(format="json")
-    assert text is not None
-    result: dict[str, Any] = json.loads(text)
-    return result
+    """:func:`event_fragment` as PROV-JSON, ready to store in a document.
+
+    Written by :mod:`imgpipe.domain.prov_json` without building ``prov`` objects:
+    the same JSON, key for key, at a fraction of the CPU.
+    """
+    return prov_json.fragment_json(event)
 
 
 def _fragment_of(doc: Mapping[str, Any]) -> ProvDocument:
