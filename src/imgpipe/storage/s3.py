@@ -30,6 +30,7 @@ from imgpipe.storage.protocol import (
     PresignedPut,
     StoredObject,
 )
+from imgpipe.storage.sigv4 import Presigner
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class S3Store:
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._opening = asyncio.Lock()
+        self._presigner = Presigner.of(settings.s3_url, settings.s3_region, settings.s3_access_key,
+                                       settings.s3_secret_key.get_secret_value())
 
     async def _api(self) -> Any:
         """The aiobotocore client (no request is made to create it)."""
@@ -144,6 +147,8 @@ class S3Store:
     async def presign_get(self, bucket: str, key: str, *,
                           expires: int = PRESIGN_SECONDS) -> str | None:
         """Signed locally (SigV4 query string): no request to S3."""
+        if self._presigner and (url := self._presigner.url("GET", bucket, key, expires=expires)):
+            return url
         client = await self._api()
         url = await client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
@@ -159,13 +164,16 @@ class S3Store:
         expires: int = PRESIGN_SECONDS,
     ) -> PresignedPut | None:
         """Signed locally; the content type and ``x-amz-meta-*`` headers are signed too."""
-        client = await self._api()
         meta = dict(metadata or {})
-        url = await client.generate_presigned_url(
+        headers = {"Content-Type": content_type} | {f"x-amz-meta-{k}": v for k, v in meta.items()}
+        if self._presigner and (url := self._presigner.url("PUT", bucket, key, expires=expires,
+                                                           headers=headers)):
+            return PresignedPut(url, headers)
+        client = await self._api()
+        signed = await client.generate_presigned_url(
             "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type,
                                   "Metadata": meta}, ExpiresIn=expires)
-        headers = {"Content-Type": content_type} | {f"x-amz-meta-{k}": v for k, v in meta.items()}
-        return PresignedPut(str(url), headers)
+        return PresignedPut(str(signed), headers)
 
     async def put_stream(
         self,
