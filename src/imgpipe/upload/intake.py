@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
@@ -151,6 +151,14 @@ async def _stream_file(
     return ReceivedFile(job_id=job_id, filename=filename, format=fmt, stored=stored)
 
 
+def _is_form_data(request: web.Request) -> bool:
+    """``multipart/form-data``, read as the email parser behind ``request.content_type``
+    reads it (type before the first ``;``, case-insensitive) without running it: its
+    cache never hits, every request having a boundary of its own."""
+    raw = request.headers.get(hdrs.CONTENT_TYPE, "")
+    return raw.partition(";")[0].strip().lower() == "multipart/form-data"
+
+
 async def read_upload(
     request: web.Request,
     store: ObjectStore,
@@ -171,7 +179,7 @@ async def read_upload(
     On any error the objects already stored for this request are deleted
     before the error propagates: a refused request leaves nothing behind.
     """
-    if not request.content_type.startswith("multipart/"):
+    if not _is_form_data(request) and not request.content_type.startswith("multipart/"):
         if request.content_type in ("", "application/x-www-form-urlencoded"):
             raise InvalidInput(
                 "No image received: send the images as multipart/form-data with one or "
@@ -190,7 +198,8 @@ async def read_upload(
         while (part := await _next_part(reader, read_timeout)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise InvalidInput("Nested multipart bodies are not supported.", reason="invalid_form")
-            if part.name == "file":
+            name = part.name  # parsed from the part's headers on every read
+            if name == "file":
                 if len(intake.files) >= max_files:
                     raise InvalidInput(
                         f"At most {max_files} files can be sent in one upload.",
@@ -199,17 +208,17 @@ async def read_upload(
                     )
                 intake.files.append(await _stream_file(
                     part, store, bucket, max_bytes, len(intake.files), read_timeout, owner))
-            elif part.name in FORM_FIELDS:
+            elif name in FORM_FIELDS:
                 if pipelines_given + len(intake.fields.get("pipeline", [])) >= max_pipelines:
                     raise TooManyPipelines(max_pipelines)
                 async with asyncio.timeout(read_timeout):
                     value = await part.read(decode=True)
                 if len(value) > MAX_FIELD_BYTES:
-                    raise InvalidInput(f"Field '{part.name}' is too long.", reason="field_too_long")
-                intake.fields.setdefault(part.name, []).append(value.decode("utf-8", "replace"))
+                    raise InvalidInput(f"Field '{name}' is too long.", reason="field_too_long")
+                intake.fields.setdefault(name, []).append(value.decode("utf-8", "replace"))
             else:
                 raise InvalidInput(
-                    f"Unknown form field '{part.name}'; expected 'file' and optionally 'pipeline'.",
+                    f"Unknown form field '{name}'; expected 'file' and optionally 'pipeline'.",
                     reason="unknown_field",
                 )
     except BaseException:
