@@ -15,11 +15,13 @@ from pydantic import SecretStr
 from imgpipe.broker.policy import RetryPolicy
 from imgpipe.broker.protocol import Delivery
 from imgpipe.broker.rabbitmq import AmqpBroker
-from imgpipe.errors import PermanentError, TransientError
+from imgpipe.errors import PermanentError, TransientError, Unavailable
 from imgpipe.provstore.couch import CouchStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
+from imgpipe.storage import s3_direct
 from imgpipe.storage.protocol import ObjectNotFound
 from imgpipe.storage.s3 import S3Store
+from imgpipe.testing.servers.base import free_port
 
 
 def s3_settings(server: Any, **extra: Any) -> S3Settings:
@@ -76,6 +78,34 @@ async def test_missing_object_and_wrong_keys(s3_server: Any, s3: S3Store, unique
             await wrong.put_bytes(unique_name, "x", b"x", content_type="image/png")
     finally:
         await wrong.close()
+
+
+async def test_a_whole_object_put_keeps_type_and_metadata_and_refuses_a_changed_body(
+        s3: S3Store, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(15_000)
+    await s3.put_stream(unique_name, "one", _chunks(data), content_type="image/jpeg",
+                        metadata={"job-id": "j2", "filename": "a b.jpg"})
+    info = await s3.head(unique_name, "one")
+    assert info is not None and (info.size, info.content_type) == (15_000, "image/jpeg")
+    assert info.metadata == {"job-id": "j2", "filename": "a b.jpg"}
+    # the body S3 receives is not the one whose Content-MD5 was signed: refused, nothing stored
+    real_md5 = hashlib.md5
+    monkeypatch.setattr(s3_direct.hashlib, "md5",
+                        lambda body, **kw: real_md5(body[1:] + b"x", **kw))
+    with pytest.raises(TransientError) as refused:
+        await s3.put_bytes(unique_name, "changed", data, content_type="image/jpeg")
+    assert refused.value.reason == "storage_error"
+    assert await s3.head(unique_name, "changed") is None
+
+
+async def test_a_put_to_an_unreachable_s3_is_unavailable(unique_name: str) -> None:
+    closed = S3Store(S3Settings(s3_url=f"http://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(Unavailable) as down:
+            await closed.put_bytes(unique_name, "x", b"x", content_type="image/png")
+        assert down.value.reason == "storage_unavailable"
+    finally:
+        await closed.close()
 
 
 @pytest.fixture

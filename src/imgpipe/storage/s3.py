@@ -30,6 +30,7 @@ from imgpipe.storage.protocol import (
     PresignedPut,
     StoredObject,
 )
+from imgpipe.storage.s3_direct import DirectPut
 from imgpipe.storage.sigv4 import Presigner
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class S3Store:
         self._opening = asyncio.Lock()
         self._presigner = Presigner.of(settings.s3_url, settings.s3_region, settings.s3_access_key,
                                        settings.s3_secret_key.get_secret_value())
+        self._direct = DirectPut(self._presigner) if self._presigner else None
 
     async def _api(self) -> Any:
         """The aiobotocore client (no request is made to create it)."""
@@ -105,6 +107,8 @@ class S3Store:
             await self.ensure_bucket(bucket)
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
         await self._stack.aclose()
         self._client = None
 
@@ -136,13 +140,21 @@ class S3Store:
     ) -> StoredObject:
         client = await self._api()
         try:
-            await client.put_object(
-                Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                Metadata=dict(metadata or {}),
-            )
+            await self._put_whole(client, bucket, key, data, content_type, metadata)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "put") from exc
         return StoredObject(bucket, key, len(data), hashlib.sha256(data).hexdigest())
+
+    async def _put_whole(self, client: Any, bucket: str, key: str, body: bytes,
+                         content_type: str, metadata: Mapping[str, str] | None) -> None:
+        """One PUT: straight through a presigned URL when it can be signed here
+        (:mod:`imgpipe.storage.s3_direct`), else through botocore."""
+        meta = dict(metadata or {})
+        if self._direct is not None and await self._direct.put(
+                bucket, key, body, content_type=content_type, metadata=meta):
+            return
+        await client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                                Metadata=meta)
 
     async def presign_get(self, bucket: str, key: str, *,
                           expires: int = PRESIGN_SECONDS) -> str | None:
@@ -222,10 +234,7 @@ class S3Store:
                     )
                     parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
             if upload_id is None:
-                await client.put_object(
-                    Bucket=bucket, Key=key, Body=bytes(buffer), ContentType=content_type,
-                    Metadata=dict(metadata or {}),
-                )
+                await self._put_whole(client, bucket, key, bytes(buffer), content_type, metadata)
             else:
                 if buffer:
                     part = await client.upload_part(
