@@ -1,12 +1,15 @@
-"""Where ``dither``'s error diffusion runs: in the calling thread, or in helper processes.
+"""Where the calls that cannot be stopped run: in the calling thread, or in helper processes.
 
+Two calls hold on until they are done whatever the deadline: ``dither``'s
+error diffusion (Pillow) and the quantising PNG encode that follows it
+(libvips's ``pngsave`` with ``palette``, also asked for by ``format:png,palette``).
 :class:`DiffusionHelpers` (what the service uses) keeps one helper process
 (``python -m imgpipe.imageproc.diffusion``) per worker thread, started on
-first use. The waiting thread releases the GIL, so diffusions run in
-parallel and the event loop never stalls on one; when the deadline passes
-first, the helper is killed at once (the work stops, nothing is left
-running) and the next request starts a fresh one. The output is Pillow's in
-either place, so it is the same bytes as in-thread diffusion.
+first use, and runs both there. The waiting thread releases the GIL, so
+diffusions run in parallel and the event loop never stalls on one; when the
+deadline passes first, the helper is killed at once (the work stops, nothing
+is left running) and the next request starts a fresh one. The output is
+Pillow's and libvips's in either place, so it is the same bytes as in the thread.
 
 Invariant: a helper is used by one thread at a time, and a helper that did
 not answer in time is never reused.
@@ -20,35 +23,76 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
-from imgpipe.imageproc.diffusion import ANSWER, REQUEST, diffuse, read_memory, write_memory
+import pyvips
+
+from imgpipe.imageproc import pngjob
+from imgpipe.imageproc.diffusion import (
+    ANSWER,
+    DIFFUSE,
+    ENCODE_PNG,
+    KIND,
+    REQUESTS,
+    diffuse,
+    read_memory,
+    write_memory,
+)
 from imgpipe.imageproc.errors import ProcessingTimeout
 
 
 class Diffuser(Protocol):
-    """Runs :func:`imgpipe.imageproc.diffusion.diffuse`, stopping at ``deadline`` (monotonic)."""
+    """Runs the calls that cannot be stopped, stopping them at ``deadline`` (monotonic) if it can."""
 
-    def __call__(
+    def diffuse(
         self, pixels: bytes, width: int, height: int, colors: int, mono: bool,
         deadline: float | None,
-    ) -> bytes: ...
+    ) -> bytes:
+        """:func:`imgpipe.imageproc.diffusion.diffuse`."""
+        ...
+
+    def save_png(
+        self, image: pyvips.Image, options: Mapping[str, object], deadline: float | None
+    ) -> bytes:
+        """``image.pngsave_buffer(**options)`` for options that quantise (``palette``)."""
+        ...
 
 
-def diffuse_here(
-    pixels: bytes, width: int, height: int, colors: int, mono: bool, deadline: float | None
-) -> bytes:
-    """The in-thread :class:`Diffuser`: holds the GIL and cannot be stopped (library use)."""
-    return diffuse(pixels, width, height, colors, mono)
+class InThread:
+    """The :class:`Diffuser` of library use: the calling thread, deaf to the deadline."""
+
+    def diffuse(
+        self, pixels: bytes, width: int, height: int, colors: int, mono: bool,
+        deadline: float | None,
+    ) -> bytes:
+        return diffuse(pixels, width, height, colors, mono)
+
+    def save_png(
+        self, image: pyvips.Image, options: Mapping[str, object], deadline: float | None
+    ) -> bytes:
+        return bytes(image.pngsave_buffer(**options))
 
 
-class DiffusionFailed(RuntimeError):
+IN_THREAD = InThread()
+
+
+class HelperFailed(RuntimeError):
     """A helper died or answered with an error."""
+
+
+def _request(kind: int, *fields: int) -> bytes:
+    return KIND.pack(kind) + REQUESTS[kind].pack(*fields)
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise ProcessingTimeout("processing took longer than the time limit")
 
 
 class _Helper:
     def __init__(self) -> None:
-        self.memory = os.memfd_create("imgpipe-diffusion", os.MFD_CLOEXEC)
+        self.memory = os.memfd_create("imgpipe-helper", os.MFD_CLOEXEC)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "imgpipe.imageproc.diffusion", str(self.memory)],
             stdin=subprocess.PIPE,
@@ -57,17 +101,17 @@ class _Helper:
             pass_fds=(self.memory,),
         )
 
-    def run(self, request: bytes, pixels: bytes, deadline: float | None) -> bytes:
+    def run(self, request: bytes, data: tuple[bytes, ...], deadline: float | None) -> bytes:
         assert self.process.stdin is not None
-        write_memory(self.memory, pixels)
+        write_memory(self.memory, *data)
         try:
             self.process.stdin.write(request)
         except OSError as exc:
-            raise DiffusionFailed(f"diffusion helper gone ({exc})") from None
+            raise HelperFailed(f"helper gone ({exc})") from None
         status, size = ANSWER.unpack(self._read(ANSWER.size, deadline))
         body = read_memory(self.memory, size)
         if status != 0:
-            raise DiffusionFailed(body.decode(errors="replace"))
+            raise HelperFailed(body.decode(errors="replace"))
         return body
 
     def _read(self, size: int, deadline: float | None) -> bytes:
@@ -81,7 +125,7 @@ class _Helper:
                 raise ProcessingTimeout("processing took longer than the time limit")
             chunk = os.read(fd, size - len(buffer))
             if not chunk:
-                raise DiffusionFailed(f"diffusion helper exited ({self.process.poll()})")
+                raise HelperFailed(f"helper exited ({self.process.poll()})")
             buffer += chunk
         return bytes(buffer)
 
@@ -95,7 +139,7 @@ class _Helper:
 
 
 class DiffusionHelpers:
-    """A :class:`Diffuser` backed by up to ``size`` helper processes."""
+    """A :class:`Diffuser` backed by up to ``size`` helper processes, killed at the deadline."""
 
     def __init__(self, size: int) -> None:
         self._idle: queue.LifoQueue[_Helper | None] = queue.LifoQueue()  # warm first
@@ -104,21 +148,36 @@ class DiffusionHelpers:
         self._all: set[_Helper] = set()
         self.started = 0
 
-    def __call__(
+    def diffuse(
         self, pixels: bytes, width: int, height: int, colors: int, mono: bool,
         deadline: float | None,
     ) -> bytes:
+        request = _request(DIFFUSE, width, height, colors, int(mono), len(pixels))
+        return self._run(request, (pixels,), deadline)
+
+    def save_png(
+        self, image: pyvips.Image, options: Mapping[str, object], deadline: float | None
+    ) -> bytes:
+        _check(deadline)
+        job = pngjob.describe(image, options)
+        if job is None:  # metadata a helper cannot rebuild: encoded here
+            return bytes(image.pngsave_buffer(**options))
+        _check(deadline)
+        request = _request(ENCODE_PNG, len(job.description), len(job.pixels))
+        return self._run(request, (job.description, job.pixels), deadline)
+
+    def _run(self, request: bytes, data: tuple[bytes, ...], deadline: float | None) -> bytes:
         helper = self._idle.get()
         if helper is None or helper.process.poll() is not None:
             helper = self._start()
-        request = REQUEST.pack(width, height, colors, int(mono), len(pixels))
         try:
-            out = helper.run(request, pixels, deadline)
+            out = helper.run(request, data, deadline)
         except BaseException:
             self._discard(helper)
             self._idle.put(None)
             raise
         self._idle.put(helper)
+        _check(deadline)  # an answer that came too late is not used
         return out
 
     def _start(self) -> _Helper:

@@ -5,7 +5,8 @@ Pillow's C code over raw pixels handed across in memory (Pillow decodes
 nothing here: it never sees the input bytes); see
 :mod:`imgpipe.imageproc.diffusion`. Where it runs (this thread, or a helper
 process that is killed at the deadline) is the caller's
-:class:`~imgpipe.imageproc.diffusers.Diffuser`.
+:class:`~imgpipe.imageproc.diffusers.Diffuser`, as is where the palette PNG
+encode of the result runs (:func:`imgpipe.imageproc.encode.encode`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import pyvips
 
 from imgpipe.domain.pipeline.tone import Dither
-from imgpipe.imageproc.diffusers import Diffuser, diffuse_here
+from imgpipe.imageproc.diffusers import IN_THREAD, Diffuser
 from imgpipe.imageproc.pixels import flatten
 
 PALETTE_FIELD = "imgpipe-palette-colours"
@@ -23,7 +24,7 @@ PALETTE_FIELD = "imgpipe-palette-colours"
 def dither(
     image: pyvips.Image,
     op: Dither,
-    diffuser: Diffuser = diffuse_here,
+    diffuser: Diffuser = IN_THREAD,
     deadline: float | None = None,
 ) -> pyvips.Image:
     """Reduce ``image`` to ``op.colors`` colours with error diffusion."""
@@ -33,7 +34,7 @@ def dither(
     else:
         source = image.colourspace("srgb") if image.bands != 3 else image
     pixels = bytes(source.write_to_memory())
-    result = diffuser(pixels, image.width, image.height, op.colors, op.mono, deadline)
+    result = diffuser.diffuse(pixels, image.width, image.height, op.colors, op.mono, deadline)
     bands = 1 if op.mono else 3
     out = pyvips.Image.new_from_memory(result, image.width, image.height, bands, "uchar")
     out = out.copy(interpretation="b-w" if op.mono else "srgb")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import pyvips
 
 from imgpipe.domain.pipeline.output import Format
@@ -30,14 +32,28 @@ Huffman tables (the same pixels, smaller), 2 (default) also trellis quantisation
 overshoot deringing (smallest; 6-9 % more CPU for a thumbnail, see docs/benchmarks.md)."""
 
 
+SavePng = Callable[[pyvips.Image, Mapping[str, object]], bytes]
+"""Runs ``image.pngsave_buffer(**options)``; :func:`encode` hands it the encodes that quantise."""
+
+
+def save_png_here(image: pyvips.Image, options: Mapping[str, object]) -> bytes:
+    """:data:`SavePng` in the calling thread."""
+    return bytes(image.pngsave_buffer(**options))
+
+
 def _palette_colours(image: pyvips.Image) -> int | None:
     if image.get_typeof(PALETTE_FIELD):
         return int(image.get(PALETTE_FIELD))
     return None
 
 
-def encode(image: pyvips.Image, fmt: Format) -> bytes:
-    """Write ``image`` in the format ``fmt`` asks for and return the bytes."""
+def encode(image: pyvips.Image, fmt: Format, quantise: SavePng = save_png_here) -> bytes:
+    """Write ``image`` in the format ``fmt`` asks for and return the bytes.
+
+    A palette PNG (a dithered image, or ``palette`` asked for) is written by
+    ``quantise``: libvips quantises it in one call that no deadline stops, so
+    the service runs it where it can be killed.
+    """
     keep = _KEEP[fmt.keep]
     colours = _palette_colours(image)
     if fmt.format == "jpeg":
@@ -52,7 +68,11 @@ def encode(image: pyvips.Image, fmt: Format) -> bytes:
             )
         )
     if fmt.format == "png":
-        options: dict[str, object] = {}
+        options: dict[str, object] = {
+            "compression": fmt.effort if fmt.effort is not None else 6,
+            "interlace": fmt.progressive,
+            "keep": keep,
+        }
         if colours is not None and image.bands == 1 and colours in (2, 4, 16):
             options["bitdepth"] = {2: 1, 4: 2, 16: 4}[colours]
         elif colours is not None:
@@ -60,14 +80,7 @@ def encode(image: pyvips.Image, fmt: Format) -> bytes:
             options.update(palette=True, bitdepth=bits, dither=0.0, Q=100)
         elif fmt.palette:
             options.update(palette=True)
-        return bytes(
-            image.pngsave_buffer(
-                compression=fmt.effort if fmt.effort is not None else 6,
-                interlace=fmt.progressive,
-                keep=keep,
-                **options,
-            )
-        )
+        return (quantise if options.get("palette") else save_png_here)(image, options)
     if fmt.format == "webp":
         return bytes(
             image.webpsave_buffer(

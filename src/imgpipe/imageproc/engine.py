@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyvips
@@ -15,7 +16,7 @@ from imgpipe.domain.pipeline import geometry as g
 from imgpipe.domain.pipeline import tone as t
 from imgpipe.domain.pipeline.overlay import Watermark
 from imgpipe.imageproc import geometry, tone
-from imgpipe.imageproc.diffusers import Diffuser, diffuse_here
+from imgpipe.imageproc.diffusers import IN_THREAD, Diffuser
 from imgpipe.imageproc.dither import dither
 from imgpipe.imageproc.encode import encode
 from imgpipe.imageproc.errors import CorruptImage, ProcessingTimeout
@@ -155,15 +156,16 @@ def process(
     limits: Limits | None = None,
     overlays: Mapping[str, bytes] | None = None,
     deadline: float | None = None,
-    diffuser: Diffuser = diffuse_here,
+    diffuser: Diffuser = IN_THREAD,
 ) -> Result:
     """Run ``pipeline`` over the image ``data`` and encode the result.
 
     Deterministic: the same bytes, pipeline and libvips version give the same
     output bytes. ``deadline`` (a :func:`time.monotonic` value) stops libvips
-    mid-computation; ``diffuser`` runs the error diffusion of ``dither``
-    (by default in the calling thread, holding the GIL and deaf to the
-    deadline; the service passes helper processes that honour it). Raises the refusals of
+    mid-computation; ``diffuser`` runs the two calls it cannot interrupt,
+    ``dither``'s error diffusion (Pillow) and the quantising encode of a
+    palette PNG (libvips): by default in the calling thread, deaf to the
+    deadline; the service passes helper processes that honour it. Raises the refusals of
     :mod:`imgpipe.imageproc.errors`.
     """
     limits = limits or Limits()
@@ -183,7 +185,7 @@ def process(
             check_output(image, limits)
         image = _guard(image, deadline, alive)
         width, height = image.width, image.height
-        out = encode(image, pipeline.output)
+        out = encode(image, pipeline.output, partial(diffuser.save_png, deadline=deadline))
     except pyvips.Error as exc:
         raise _vips_failure(exc, deadline) from None
     finally:

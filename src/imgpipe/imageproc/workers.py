@@ -5,9 +5,10 @@ up to ``queue`` more wait their turn; beyond that a request is refused at
 once with :class:`Overloaded` (HTTP 429). A request that exceeds its time
 limit answers :class:`ProcessingTimeout`; its thread keeps its slot until
 libvips returns, so a slow image can never overbook the pool. ``dither``'s
-error diffusion runs in one helper process per worker
+error diffusion and the palette PNG encode (libvips quantising in one call it
+cannot stop) run in one helper process per worker
 (:class:`~imgpipe.imageproc.diffusers.DiffusionHelpers`), killed at the
-deadline, so it neither holds the GIL nor outlives its time limit.
+deadline, so they neither hold the GIL nor outlive their time limit.
 """
 
 from __future__ import annotations
