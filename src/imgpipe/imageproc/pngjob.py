@@ -7,7 +7,8 @@ header and its metadata) and :func:`save` rebuilds the same image in a helper
 and runs the same ``pngsave``: the same libvips gives the same bytes.
 
 Metadata of plain types crosses (numbers, strings, blobs, arrays of numbers),
-in the order libvips lists it; for an image with metadata of any other type
+in the order libvips lists it (but EXIF, which :func:`save` sets first); for an
+image with metadata of another type, or a string that is not UTF-8,
 :func:`describe` returns None and the caller encodes it where it is.
 """
 
@@ -78,7 +79,10 @@ def describe(image: pyvips.Image, options: Mapping[str, object]) -> PngJob | Non
         if kind == _BLOB:
             fields.append([name, kind, base64.b64encode(image.get(name)).decode("ascii")])
         elif kind in _PLAIN:
-            fields.append([name, kind, image.get(name)])
+            value = image.get(name)
+            if isinstance(value, str) and "\ufffd" in value:
+                return None  # pyvips replaced bytes that are not UTF-8: they would not cross
+            fields.append([name, kind, value])
         else:
             return None
     description = {
