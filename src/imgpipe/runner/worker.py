@@ -65,6 +65,7 @@ class Runner:
     store: ObjectStore
     imageproc: ImageprocClient
     _presets: dict[str, str] | None = field(default=None, init=False, repr=False)
+    _plans: dict[str, Pipeline | None] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def stage(self) -> str:
@@ -180,12 +181,18 @@ class Runner:
     def _planned(self, pipeline: str) -> Pipeline | None:
         """The pipeline as imageproc will run it, or ``None`` when only imageproc can tell
         (a preset this runner does not know, or text that does not parse)."""
+        if pipeline in self._plans:  # the same few pipelines, job after job
+            return self._plans[pipeline]
         if self._presets is None:
             self._presets = self.settings.preset_pipelines()
         try:
-            return parse_pipeline(pipeline, self._presets)
+            planned: Pipeline | None = parse_pipeline(pipeline, self._presets)
         except PipelineError:
-            return None
+            planned = None
+        if len(self._plans) >= 256:
+            self._plans.clear()
+        self._plans[pipeline] = planned
+        return planned
 
     async def _via_objects(self, event: ImageEvent, pipeline: str
                            ) -> tuple[Processed, ObjectRef] | None:

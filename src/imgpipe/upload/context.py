@@ -22,7 +22,7 @@ from imgpipe.broker.protocol import Broker
 from imgpipe.client.imageproc import ImageprocClient
 from imgpipe.credentials.signing import trust_anchors
 from imgpipe.domain.events import provenance_event_id
-from imgpipe.domain.pipeline import BUILTIN_PRESETS, Preset, all_presets
+from imgpipe.domain.pipeline import BUILTIN_PRESETS, Preset, all_presets, parse_pipeline
 from imgpipe.errors import ImgpipeError
 from imgpipe.provstore.protocol import ProvenanceStore
 from imgpipe.storage.protocol import ObjectStore
@@ -64,6 +64,10 @@ def no_such_job(job_id: str) -> JobNotFound:
     return JobNotFound(f"There is no job {job_id}.")
 
 
+#: distinct pipeline texts :meth:`UploadContext.canonical_pipeline` remembers
+CANONICAL_CACHE = 256
+
+
 class UploadContext:
     """Settings, backends, the imageproc client (for verify), the presets and the limits."""
 
@@ -90,6 +94,20 @@ class UploadContext:
         self.verify_rate = RateLimit(settings.upload_verify_per_minute)
         self.reruns = RerunCache(settings.upload_verify_cache_seconds)
         self.render = Renderer(settings.upload_heavy_concurrency)
+        self._canonical: dict[str, str] = {}
+
+    def canonical_pipeline(self, spec: str) -> str:
+        """``spec`` parsed with these presets, canonical (raises ``PipelineError``).
+
+        Remembered: nearly every upload names one of a few pipelines, and parsing one
+        costs more than the rest of announcing its job."""
+        known = self._canonical.get(spec)
+        if known is None:
+            known = parse_pipeline(spec, self.presets).canonical()
+            if len(self._canonical) >= CANONICAL_CACHE:
+                self._canonical.clear()
+            self._canonical[spec] = known
+        return known
 
     def may_see(self, request: web.Request, owner: str | None) -> bool:
         """Whether the request's principal may see a job of ``owner``."""

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from imgpipe.domain.events import ObjectRef
 from imgpipe.domain.newjob import new_job
-from imgpipe.domain.pipeline import DEFAULT_PIPELINE, parse_pipeline
+from imgpipe.domain.pipeline import DEFAULT_PIPELINE
 from imgpipe.errors import ImgpipeError, InvalidInput
 from imgpipe.upload import metrics
 from imgpipe.upload.auth import principal_of
@@ -24,7 +24,7 @@ def _pipelines(specs: list[str], ctx: UploadContext) -> tuple[str, ...]:
     """The distinct pipelines asked for, canonical, in the order first asked."""
     default = ctx.settings.upload_default_pipeline or DEFAULT_PIPELINE
     specs = [s for s in (s.strip() for s in specs) if s] or [default]
-    return tuple(dict.fromkeys(parse_pipeline(spec, ctx.presets).canonical() for spec in specs))
+    return tuple(dict.fromkeys(ctx.canonical_pipeline(spec) for spec in specs))
 
 
 async def _announce(
@@ -67,7 +67,7 @@ async def post_upload(request: web.Request) -> web.Response:
     if len(asked) > settings.upload_max_pipelines:
         raise TooManyPipelines(settings.upload_max_pipelines)
     for spec in asked:
-        parse_pipeline(spec, ctx.presets)  # refuse a bad pipeline before reading any bytes
+        ctx.canonical_pipeline(spec)  # refuse a bad pipeline before reading any bytes
     await backends.broker.check()  # 503 before storing bytes that could not be queued
     intake = await read_upload(
         request, backends.store, bucket,
