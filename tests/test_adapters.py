@@ -18,7 +18,6 @@ from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.errors import PermanentError, TransientError, Unavailable
 from imgpipe.provstore.couch import CouchStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
-from imgpipe.storage import s3_direct
 from imgpipe.storage.protocol import ObjectNotFound
 from imgpipe.storage.s3 import S3Store
 from imgpipe.testing.servers.base import free_port
@@ -88,12 +87,15 @@ async def test_a_whole_object_put_keeps_type_and_metadata_and_refuses_a_changed_
     info = await s3.head(unique_name, "one")
     assert info is not None and (info.size, info.content_type) == (15_000, "image/jpeg")
     assert info.metadata == {"job-id": "j2", "filename": "a b.jpg"}
-    # the body S3 receives is not the one whose Content-MD5 was signed: refused, nothing stored
-    real_md5 = hashlib.md5
-    monkeypatch.setattr(s3_direct.hashlib, "md5",
-                        lambda body, **kw: real_md5(body[1:] + b"x", **kw))
+    large = os.urandom(3 * 1024 * 1024)  # one PUT still (parts start at 8 MB), over 1 MiB
+    stored = await s3.put_stream(unique_name, "large", _chunks(large), content_type="image/png")
+    assert stored.sha256 == hashlib.sha256(large).hexdigest()
+    assert await s3.get_bytes(unique_name, "large") == large
+    # a body that is not the one whose sha256 was signed: S3 refuses it, nothing is stored
+    assert s3._direct is not None
     with pytest.raises(TransientError) as refused:
-        await s3.put_bytes(unique_name, "changed", data, content_type="image/jpeg")
+        await s3._direct.put(unique_name, "changed", data, content_type="image/jpeg",
+                             metadata={}, sha256=hashlib.sha256(data + b"x").digest())
     assert refused.value.reason == "storage_error"
     assert await s3.head(unique_name, "changed") is None
 

@@ -139,19 +139,21 @@ class S3Store:
         metadata: Mapping[str, str] | None = None,
     ) -> StoredObject:
         client = await self._api()
+        digest = hashlib.sha256(data).digest()
         try:
-            await self._put_whole(client, bucket, key, data, content_type, metadata)
+            await self._put_whole(client, bucket, key, data, digest, content_type, metadata)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise _transient(exc, "put") from exc
-        return StoredObject(bucket, key, len(data), hashlib.sha256(data).hexdigest())
+        return StoredObject(bucket, key, len(data), digest.hex())
 
-    async def _put_whole(self, client: Any, bucket: str, key: str, body: bytes,
+    async def _put_whole(self, client: Any, bucket: str, key: str, body: bytes, sha256: bytes,
                          content_type: str, metadata: Mapping[str, str] | None) -> None:
         """One PUT: straight through a presigned URL when it can be signed here
-        (:mod:`imgpipe.storage.s3_direct`), else through botocore."""
+        (:mod:`imgpipe.storage.s3_direct`; ``sha256``, the body's digest, is signed
+        for S3 to check), else through botocore."""
         meta = dict(metadata or {})
         if self._direct is not None and await self._direct.put(
-                bucket, key, body, content_type=content_type, metadata=meta):
+                bucket, key, body, sha256=sha256, content_type=content_type, metadata=meta):
             return
         await client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
                                 Metadata=meta)
@@ -234,7 +236,8 @@ class S3Store:
                     )
                     parts.append({"PartNumber": len(parts) + 1, "ETag": part["ETag"]})
             if upload_id is None:
-                await self._put_whole(client, bucket, key, bytes(buffer), content_type, metadata)
+                await self._put_whole(client, bucket, key, bytes(buffer), digest.digest(),
+                                      content_type, metadata)
             else:
                 if buffer:
                     part = await client.upload_part(

@@ -5,7 +5,10 @@ An upload of a small image is one ``PutObject``; through aiobotocore it costs
 the headers, a CRC32 and a payload hash, response parsing), the body's
 transfer a fraction of that. :class:`DirectPut` sends the same PUT with a
 presigned URL (:mod:`imgpipe.storage.sigv4`) over aiohttp: the content type,
-the metadata and ``Content-MD5`` (S3 checks the body against it) are signed.
+the metadata and ``x-amz-checksum-sha256`` are signed. That checksum is the
+body's sha256, which the caller has already computed (an upload hashes the image
+while it arrives), and S3 refuses a body that does not match it (``BadDigest``);
+a ``Content-MD5`` would cost another pass, 3 ms for a 1.7 MB image.
 Like the botocore client it tries once more when S3 cannot be reached or
 answers 5xx; failures map as :func:`imgpipe.storage.s3._transient`
 maps botocore's (unreachable or 5xx: ``storage_unavailable``, refused:
@@ -15,7 +18,7 @@ maps botocore's (unreachable or 5xx: ``storage_unavailable``, refused:
 from __future__ import annotations
 
 import base64
-import hashlib
+import io
 import re
 from collections.abc import Mapping
 
@@ -44,12 +47,13 @@ class DirectPut:
             await self._session.close()
             self._session = None
 
-    async def put(self, bucket: str, key: str, body: bytes, *, content_type: str,
-                  metadata: Mapping[str, str]) -> bool:
-        """Store ``body`` at ``bucket/key``; ``False`` when it cannot be signed here
-        (metadata not in ASCII: the caller asks botocore, which says why)."""
-        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
-        headers = {"Content-Type": content_type, "Content-MD5": md5} | {
+    async def put(self, bucket: str, key: str, body: bytes, *, sha256: bytes,
+                  content_type: str, metadata: Mapping[str, str]) -> bool:
+        """Store ``body`` (whose sha256 digest is ``sha256``) at ``bucket/key``; ``False``
+        when it cannot be signed here (metadata not in ASCII: the caller asks botocore,
+        which says why)."""
+        checksum = base64.b64encode(sha256).decode()
+        headers = {"Content-Type": content_type, "x-amz-checksum-sha256": checksum} | {
             f"x-amz-meta-{k}": v for k, v in metadata.items()}
         url = self._presigner.url("PUT", bucket, key, expires=EXPIRES, headers=headers)
         if url is None:
@@ -57,8 +61,8 @@ class DirectPut:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False)
         for attempt in range(1, ATTEMPTS + 1):
-            try:
-                async with self._session.put(url, data=body, headers=headers,
+            try:  # a BytesIO goes out in chunks (raw bytes over 1 MiB make aiohttp warn)
+                async with self._session.put(url, data=io.BytesIO(body), headers=headers,
                                              allow_redirects=False) as response:
                     answer = await response.read()
                     status = response.status
