@@ -285,7 +285,8 @@ def test_live_events_lineage_graph_and_verify(
     page.set_input_files("#files", lone)
     job = page.locator("li.job", has_text="lone.png")
     expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
-    assert page.evaluate("LIVE.records") >= 2 and page.evaluate("LIVE.lastId")
+    # the job's records arrive on the stream (a poll may have shown "done" a moment earlier)
+    page.wait_for_function("LIVE.records >= 2 && LIVE.lastId", timeout=20_000)
 
     page.evaluate("LIVE.controller.abort()")  # the stream is cut in the middle
     expect(page.locator("#live-status")).to_have_attribute("data-live", "off")
@@ -294,7 +295,8 @@ def test_live_events_lineage_graph_and_verify(
     page.set_input_files("#files", images["photo.jpg"])
     photo = page.locator("li.job", has_text="photo.jpg")
     expect(photo).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
-    assert page.evaluate("LIVE.reconnects") >= 1 and page.evaluate("LIVE.records") > before
+    assert page.evaluate("LIVE.reconnects") >= 1
+    page.wait_for_function(f"LIVE.records > {before}", timeout=20_000)
 
     job.locator("details.provenance summary").click()
     graph = job.locator("svg.lineage-graph")
