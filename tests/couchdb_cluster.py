@@ -24,9 +24,9 @@ import secrets
 import signal
 import subprocess
 import tarfile
-import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -174,21 +174,8 @@ class CouchDBCluster:
         """Start every node, join them, create the system databases; return once every
         node reports all of them connected and members."""
         self.unpack()
-        errors: list[BaseException] = []
-
-        def start(node: ClusterNode) -> None:
-            try:
-                node.start()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        with ThreadPoolExecutor(len(self.nodes)) as pool:  # side by side; the first error raised
+            list(pool.map(lambda node: node.start(), self.nodes))
         first = self.nodes[0]
         for node in self.nodes[1:]:
             self.request(first, "PUT", f"/_node/_local/_nodes/{node.nodename}", {})

@@ -23,6 +23,7 @@ from imgpipe.provstore.couch import CouchStore
 from imgpipe.runtime.config import CouchSettings, S3Settings
 from imgpipe.storage.s3 import S3Store
 from imgpipe.testing.processes import ServiceProcesses
+from tests.images import image_bytes
 
 REPORT = Path(__file__).resolve().parent.parent / "test-artifacts" / "fault-report.json"
 COMPLETE = ("job.received", "step.started", "step.completed")
@@ -76,6 +77,48 @@ class Batch:
                 return await self.upload(data, expect=expect, **kwargs)
 
         return list(await asyncio.gather(*(one(d) for d in images)))
+
+
+class SteadyUploads:
+    """Uploads a small PNG ``rate`` times a second through ``batch`` from :meth:`start`
+    until :meth:`stop`; ``accepted_at`` holds when each upload was accepted."""
+
+    def __init__(self, batch: Batch, rate: float) -> None:
+        self.batch = batch
+        self.rate = rate
+        self.accepted_at: list[float] = []
+        self.running = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.running.set()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self.running.clear()
+        assert self._task is not None
+        await self._task
+
+    async def _one(self, n: int) -> None:
+        job = await self.batch.upload(image_bytes(64 + n % 40, 48 + n // 40, ".png"),
+                                      deadline=120)
+        if job is not None:
+            self.accepted_at.append(time.time())
+
+    async def _run(self) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        n = 0
+        while self.running.is_set():
+            tasks.append(asyncio.create_task(self._one(n)))
+            n += 1
+            await asyncio.sleep(1 / self.rate)
+        await asyncio.gather(*tasks)
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch of [start, end] with none of ``times`` in it."""
+    points = [start, *sorted(t for t in times if start <= t <= end), end]
+    return max(b - a for a, b in zip(points, points[1:], strict=False))
 
 
 def stores(system: ServiceProcesses) -> tuple[S3Store, CouchStore]:

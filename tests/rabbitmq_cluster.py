@@ -15,8 +15,8 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +75,8 @@ class RabbitMQCluster:
         if not cookie.exists():
             cookie.write_text(secrets.token_hex(20).upper())
             cookie.chmod(0o400)
-        errors: list[BaseException] = []
-
-        def start(node: ClusterNode) -> None:
-            try:
-                node.start()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        with ThreadPoolExecutor(len(self.nodes)) as pool:  # side by side; the first error raised
+            list(pool.map(lambda node: node.start(), self.nodes))
         first = self.nodes[0]
         for node in self.nodes[1:]:
             self.ctl(node, "stop_app")

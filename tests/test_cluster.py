@@ -23,8 +23,16 @@ import pytest
 
 from imgpipe.broker.topology import work_queue_name
 from imgpipe.testing.processes import ServiceProcesses
-from tests.faults import Batch, assert_invariant, check_outputs, report, settle, verdict
-from tests.images import image_bytes
+from tests.faults import (
+    Batch,
+    SteadyUploads,
+    assert_invariant,
+    check_outputs,
+    longest_gap,
+    report,
+    settle,
+    verdict,
+)
 from tests.rabbitmq_cluster import RabbitMQCluster
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -41,12 +49,6 @@ def cluster(tmp_path: Path) -> Iterator[RabbitMQCluster]:
         started.stop()
 
 
-def _longest_gap(times: list[float], start: float, end: float) -> float:
-    """The longest stretch of [start, end] with none of ``times`` in it."""
-    points = [start, *sorted(t for t in times if start <= t <= end), end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False))
-
-
 async def test_pipeline_survives_losing_rabbitmq_nodes(
     system_env: ServiceProcesses, cluster: RabbitMQCluster
 ) -> None:
@@ -61,26 +63,9 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
     await asyncio.gather(*(system.wait_ready(k) for k in ["imageproc", *homes]))
 
     batch = Batch(system)
-    accepted_at: list[float] = []
-    loading = asyncio.Event()
-    loading.set()
-
-    async def one(n: int) -> None:
-        job = await batch.upload(image_bytes(64 + n % 40, 48 + n // 40, ".png"), deadline=120)
-        if job is not None:
-            accepted_at.append(time.time())
-
-    async def steady_load() -> None:
-        tasks: list[asyncio.Task[None]] = []
-        n = 0
-        while loading.is_set():
-            tasks.append(asyncio.create_task(one(n)))
-            n += 1
-            await asyncio.sleep(1 / UPLOADS_PER_SECOND)
-        await asyncio.gather(*tasks)
-
+    uploads = SteadyUploads(batch, UPLOADS_PER_SECOND)
     started = time.time()
-    load = asyncio.create_task(steady_load())
+    uploads.start()
     queue = work_queue_name(system.env["AMQP_EXCHANGE_SUBSCRIBE"])
     await asyncio.sleep(3)
     killed = await asyncio.to_thread(cluster.leader, queue)
@@ -95,8 +80,7 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
     await asyncio.to_thread(cluster.stop_node, stopped)
     stopped_at = time.time()
     await asyncio.sleep(4)
-    loading.clear()
-    await load
+    await uploads.stop()
     ended = time.time()
 
     snap = await settle(system, list(batch.accepted), timeout=180)
@@ -108,8 +92,8 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
         "nodes": 3, "killed": killed.nodename, "stopped_gracefully": stopped.nodename,
         "restart_s": round(restarted_at - killed_at, 1),
         "load_s": round(ended - started, 1),
-        "stall_uploads_s": round(_longest_gap(accepted_at, started, ended), 1),
-        "stall_processing_s": round(_longest_gap(completed, started + 2, ended), 1),
+        "stall_uploads_s": round(longest_gap(uploads.accepted_at, started, ended), 1),
+        "stall_processing_s": round(longest_gap(completed, started + 2, ended), 1),
         "stalls_at": {"kill": round(killed_at - started, 1),
                       "graceful_stop": round(stopped_at - started, 1)},
     }

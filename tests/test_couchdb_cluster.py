@@ -26,8 +26,16 @@ import pytest
 from imgpipe.testing.processes import ServiceProcesses
 from imgpipe.testing.servers.couchdb import RELEASE_SETTING
 from tests.couchdb_cluster import ClusterNode, CouchDBCluster
-from tests.faults import Batch, assert_invariant, check_outputs, report, settle, verdict
-from tests.images import image_bytes
+from tests.faults import (
+    Batch,
+    SteadyUploads,
+    assert_invariant,
+    check_outputs,
+    longest_gap,
+    report,
+    settle,
+    verdict,
+)
 from tests.system import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(400)]
@@ -45,12 +53,6 @@ def cluster(tmp_path: Path) -> Iterator[CouchDBCluster]:
         yield started.start()
     finally:
         started.stop()
-
-
-def _longest_gap(times: list[float], start: float, end: float) -> float:
-    """The longest stretch of [start, end] with none of ``times`` in it."""
-    points = [start, *sorted(t for t in times if start <= t <= end), end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False))
 
 
 class StoredRecords:
@@ -99,28 +101,11 @@ async def test_pipeline_survives_losing_couchdb_nodes(
     await system.start_all()
 
     batch = Batch(system)
-    accepted_at: list[float] = []
     stored = StoredRecords(node3, db)
-    loading = asyncio.Event()
-    loading.set()
-
-    async def one(n: int) -> None:
-        job = await batch.upload(image_bytes(64 + n % 40, 48 + n // 40, ".png"), deadline=120)
-        if job is not None:
-            accepted_at.append(time.time())
-
-    async def steady_load() -> None:
-        tasks: list[asyncio.Task[None]] = []
-        n = 0
-        while loading.is_set():
-            tasks.append(asyncio.create_task(one(n)))
-            n += 1
-            await asyncio.sleep(1 / UPLOADS_PER_SECOND)
-        await asyncio.gather(*tasks)
-
+    uploads = SteadyUploads(batch, UPLOADS_PER_SECOND)
     started = time.time()
-    sampling = asyncio.create_task(stored.run(loading))
-    load = asyncio.create_task(steady_load())
+    uploads.start()
+    sampling = asyncio.create_task(stored.run(uploads.running))
     await asyncio.sleep(3)
 
     # 1. node 2 dies; provenance writes through node 1 and goes on storing
@@ -144,8 +129,7 @@ async def test_pipeline_survives_losing_couchdb_nodes(
     node1_back_at = time.time()
     await system.wait_ready("provenance", timeout=60)
     await asyncio.sleep(3)
-    loading.clear()
-    await load
+    await uploads.stop()
     await sampling
     ended = time.time()
 
@@ -181,11 +165,11 @@ async def test_pipeline_survives_losing_couchdb_nodes(
         rejoin_s={"other_node": round(node2_back_at - node2_started_at, 1),
                   "provenance_node": round(node1_back_at - node1_started_at, 1)},
         load_s=round(ended - started, 1),
-        stall_uploads_s=round(_longest_gap(accepted_at, started, ended), 1),
+        stall_uploads_s=round(longest_gap(uploads.accepted_at, started, ended), 1),
         stall_records_s={
-            "other_node_down": round(_longest_gap(
+            "other_node_down": round(longest_gap(
                 stored.grew_at, node2_killed_at, node2_back_at + 3), 1),
-            "provenance_node_down": round(_longest_gap(
+            "provenance_node_down": round(longest_gap(
                 stored.grew_at, node1_killed_at, ended), 1)},
         copies_equal_after_s=round(healed_at - settled_at, 1) if equal else None,
         stalls_at={"other_node_kill": round(node2_killed_at - started, 1),

@@ -15,13 +15,15 @@ key and the same provenance document ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -64,8 +66,6 @@ class Runner:
     broker: Broker
     store: ObjectStore
     imageproc: ImageprocClient
-    _presets: dict[str, str] | None = field(default=None, init=False, repr=False)
-    _plans: dict[str, Pipeline | None] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def stage(self) -> str:
@@ -181,18 +181,20 @@ class Runner:
     def _planned(self, pipeline: str) -> Pipeline | None:
         """The pipeline as imageproc will run it, or ``None`` when only imageproc can tell
         (a preset this runner does not know, or text that does not parse)."""
-        if pipeline in self._plans:  # the same few pipelines, job after job
-            return self._plans[pipeline]
-        if self._presets is None:
-            self._presets = self.settings.preset_pipelines()
-        try:
-            planned: Pipeline | None = parse_pipeline(pipeline, self._presets)
-        except PipelineError:
-            planned = None
-        if len(self._plans) >= 256:
-            self._plans.clear()
-        self._plans[pipeline] = planned
-        return planned
+        return self._plans(pipeline)
+
+    @functools.cached_property
+    def _plans(self) -> Callable[[str], Pipeline | None]:
+        presets = self.settings.preset_pipelines()
+
+        @functools.lru_cache(maxsize=256)  # the same few pipelines, job after job
+        def plan(text: str) -> Pipeline | None:
+            try:
+                return parse_pipeline(text, presets)
+            except PipelineError:
+                return None
+
+        return plan
 
     async def _via_objects(self, event: ImageEvent, pipeline: str
                            ) -> tuple[Processed, ObjectRef] | None:

@@ -11,6 +11,7 @@ the same 404, so a client cannot tell them apart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,20 +95,15 @@ class UploadContext:
         self.verify_rate = RateLimit(settings.upload_verify_per_minute)
         self.reruns = RerunCache(settings.upload_verify_cache_seconds)
         self.render = Renderer(settings.upload_heavy_concurrency)
-        self._canonical: dict[str, str] = {}
+        self._canonical = functools.lru_cache(maxsize=CANONICAL_CACHE)(
+            lambda spec: parse_pipeline(spec, self.presets).canonical())
 
     def canonical_pipeline(self, spec: str) -> str:
         """``spec`` parsed with these presets, canonical (raises ``PipelineError``).
 
         Remembered: nearly every upload names one of a few pipelines, and parsing one
         costs more than the rest of announcing its job."""
-        known = self._canonical.get(spec)
-        if known is None:
-            known = parse_pipeline(spec, self.presets).canonical()
-            if len(self._canonical) >= CANONICAL_CACHE:
-                self._canonical.clear()
-            self._canonical[spec] = known
-        return known
+        return self._canonical(spec)
 
     def may_see(self, request: web.Request, owner: str | None) -> bool:
         """Whether the request's principal may see a job of ``owner``."""
