@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,6 +101,15 @@ def images(tmp_path: Path) -> dict[str, Path]:
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def _wait_until(page: Page, expression: str, timeout: float = 20) -> None:
+    """Poll ``expression`` from here: the page's CSP forbids the eval that
+    ``wait_for_function`` needs once it has to wait."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout} s: {expression}"
+        page.wait_for_timeout(100)
 
 
 def open_page(page: Page, url: str) -> None:
@@ -286,7 +296,7 @@ def test_live_events_lineage_graph_and_verify(
     job = page.locator("li.job", has_text="lone.png")
     expect(job).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
     # the job's records arrive on the stream (a poll may have shown "done" a moment earlier)
-    page.wait_for_function("LIVE.records >= 2 && LIVE.lastId", timeout=20_000)
+    _wait_until(page, "LIVE.records >= 2 && !!LIVE.lastId")
 
     page.evaluate("LIVE.controller.abort()")  # the stream is cut in the middle
     expect(page.locator("#live-status")).to_have_attribute("data-live", "off")
@@ -296,7 +306,7 @@ def test_live_events_lineage_graph_and_verify(
     photo = page.locator("li.job", has_text="photo.jpg")
     expect(photo).to_have_attribute("data-status", "done", timeout=DONE_TIMEOUT_MS)
     assert page.evaluate("LIVE.reconnects") >= 1
-    page.wait_for_function(f"LIVE.records > {before}", timeout=20_000)
+    _wait_until(page, f"LIVE.records > {before}")
 
     job.locator("details.provenance summary").click()
     graph = job.locator("svg.lineage-graph")
