@@ -129,6 +129,25 @@ class RabbitMQCluster:
                 continue
         return []
 
+    def consumers(self) -> dict[str, Any]:
+        """Who the cluster says holds what: consumers per queue and channels with their
+        unacknowledged counts (for a failure's report)."""
+        for node in self.nodes:
+            if node.pid is None:
+                continue
+            try:
+                return {
+                    "consumers": json.loads(self.ctl(
+                        node, "list_consumers", "queue_name", "channel_pid", "consumer_tag",
+                        "prefetch_count", "active", "--formatter", "json", "--quiet")),
+                    "channels": json.loads(self.ctl(
+                        node, "list_channels", "pid", "name", "consumer_count",
+                        "messages_unacknowledged", "--formatter", "json", "--quiet")),
+                }
+            except (ServiceError, ValueError, subprocess.TimeoutExpired):
+                continue
+        return {}
+
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL the node's Erlang VM, as a machine dying would."""
         pid = node.pid

@@ -6,7 +6,8 @@ provenance on node 3. Under a steady load of uploads, the node that leads the
 stage's quorum queue is killed with SIGKILL and later started again; then the
 node leading it by then is stopped gracefully. The batch must keep the fault
 tests' invariant (tests/faults.py: nothing lost, nothing doubled); the report
-line (test-artifacts/fault-report.json) adds how long the pipeline stalled.
+line (test-artifacts/fault-report.json) adds how long the pipeline stalled, how
+many idle subscriptions were renewed, and how many deliveries came back by it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from imgpipe.broker.topology import work_queue_name
@@ -55,6 +57,9 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
     system = system_env
     system.env["AMQP_URL"] = cluster.url
     system.env["AMQP_RETRY_DELAYS"] = "0.5,1,2"
+    # Idle consumers subscribe again after 3 s instead of the default 30 s, so that a
+    # delivery the cluster counted but never sent comes back within the settle window.
+    system.env["AMQP_IDLE_RENEW"] = "3"
     homes = {"upload-server": 0, "runner": 1, "runner2": 2, "provenance": 2}
     system.start("imageproc")
     for key, home in homes.items():
@@ -97,15 +102,53 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
         "stalls_at": {"kill": round(killed_at - started, 1),
                       "graceful_stop": round(stopped_at - started, 1)},
     }
+    extra["consumers_renewed"], extra["deliveries_recovered"] = await renewals(system, homes)
     line = report("rabbitmq_cluster", "leader node SIGKILLed and restarted, then the new "
                   "leader stopped gracefully, under steady uploads", 2, batch, v, **extra)
     if v.lost:
-        # Where the lost jobs' messages are, for whoever reads the failure.
-        print(json.dumps(await asyncio.to_thread(cluster.queues), indent=1))
-        for key in homes:
-            lines = [line for line in system.log(key).splitlines()
-                     if any(lost.split(":")[0] in line for lost in v.lost)]
-            print(key, *lines[-20:], sep="\n  ")
+        print(json.dumps(line | {"started": datetime.fromtimestamp(started).isoformat()}))
+        await report_loss(system, cluster, homes, v.lost)
     assert_invariant(v)
     assert not mismatched, mismatched
     assert line["done"] == len(batch.accepted) > 20
+
+
+async def report_loss(system: ServiceProcesses, cluster: RabbitMQCluster, homes: dict[str, int],
+                      lost: list[str]) -> None:
+    """Where the lost jobs' messages are, for whoever reads the failure: the queues, who
+    the cluster says holds them, and what each service logged of them and of its broker."""
+    print(json.dumps(await asyncio.to_thread(cluster.queues), indent=1))
+    print(json.dumps(await asyncio.to_thread(cluster.consumers), indent=1))
+    ids = [job.split(":")[0] for job in lost]
+    async with aiohttp.ClientSession() as session:
+        for key in homes:
+            lines = [line for line in system.log(key).splitlines()
+                     if any(i in line for i in ids) or '"level": "warning"' in line
+                     or '"level": "error"' in line or "subscribed again" in line]
+            print(key, *lines[-40:], sep="\n  ")
+            try:
+                async with session.get(system.url(key) + "/metrics") as resp:
+                    metrics = await resp.text()
+                print(*[m for m in metrics.splitlines()
+                        if m.startswith(("imgpipe_consumer_", "imgpipe_messages_"))],
+                      sep="\n  ")
+            except aiohttp.ClientError as exc:
+                print("  no metrics:", exc)
+
+
+async def renewals(system: ServiceProcesses, keys: Iterable[str]) -> tuple[int, int]:
+    """Idle subscriptions renewed, and deliveries that came back by it, over the services."""
+    renewed = recovered = 0
+    async with aiohttp.ClientSession() as session:
+        for key in keys:
+            try:
+                async with session.get(system.url(key) + "/metrics") as resp:
+                    metrics = await resp.text()
+            except aiohttp.ClientError:
+                continue
+            for m in metrics.splitlines():
+                if m.startswith("imgpipe_consumer_renewals_total"):
+                    renewed += int(float(m.split()[-1]))
+                elif m.startswith("imgpipe_consumer_recovered_total"):
+                    recovered += int(float(m.split()[-1]))
+    return renewed, recovered

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import aio_pika.abc
 import pytest
+from prometheus_client import REGISTRY
 
 from imgpipe.broker.policy import (
     ATTEMPT,
@@ -272,6 +273,8 @@ async def test_deliveries_that_never_arrive_come_back_to_an_idle_consumer(
         await broker.close()
     assert lost == ["a", "b"] and sorted(set(handled)) == ["a", "b", "c"]
     assert (await _depth(rabbitmq_url, queue)) == 0
+    # What an operator sees: the two that came back are counted (and logged as a warning).
+    assert REGISTRY.get_sample_value("imgpipe_consumer_recovered_total", {"queue": queue}) == 2
 
 
 async def _depth(rabbitmq_url: str, queue: str) -> int:

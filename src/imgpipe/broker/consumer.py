@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from imgpipe.broker.metrics import HANDLING, MESSAGES
+from imgpipe.broker.metrics import HANDLING, IN_HANDLING, MESSAGES
 from imgpipe.broker.policy import (
     Action,
     Decision,
@@ -101,11 +101,13 @@ class ConsumerLoop:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        IN_HANDLING.labels(self.queue).inc()
         try:
             with job_context(job_of(message.body) or ""):
                 await self._process(message)
         finally:
             self._inflight.discard(task)
+            IN_HANDLING.labels(self.queue).dec()
 
     async def _process(self, message: Received) -> None:
         delivery = Delivery(

@@ -20,6 +20,7 @@ frames now and then and returns nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -52,6 +53,9 @@ IDLE_RENEW = 30.0
 
 RENEWALS = Counter("imgpipe_consumer_renewals", "Idle consumers that subscribed again on a "
                    "new channel (returning deliveries that never arrived)", ["queue"])
+RECOVERED = Counter("imgpipe_consumer_recovered", "Redelivered messages a consumer received "
+                    "first after subscribing again (likely deliveries that never arrived)",
+                    ["queue"])
 
 #: Publishes a copy of a message straight into a queue, with new headers, confirmed.
 SendToQueue = Callable[[str, aio_pika.abc.AbstractIncomingMessage, dict[str, Any]],
@@ -136,6 +140,7 @@ class AmqpConsumer(ConsumerLoop):
         self._queue: aio_pika.abc.AbstractQueue | None = None
         self._tag: str | None = None
         self._last_message = 0.0
+        self._renewed = False  # subscribed again since the last message
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -145,15 +150,27 @@ class AmqpConsumer(ConsumerLoop):
 
     async def _subscribe(self) -> None:
         channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=self._prefetch)
-        queue = await channel.declare_queue(self.queue, durable=True, passive=True)
-        self._tag = await queue.consume(self._on_message)
+        try:
+            await channel.set_qos(prefetch_count=self._prefetch)
+            queue = await channel.declare_queue(self.queue, durable=True, passive=True)
+            self._tag = await queue.consume(self._on_message)
+        except BaseException:
+            if not channel.is_closed:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await asyncio.shield(channel.close())
+            raise
         self._channel, self._queue = channel, queue
         self._last_message = asyncio.get_running_loop().time()
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         loop = asyncio.get_running_loop()
         self._last_message = loop.time()
+        if self._renewed and message.redelivered:
+            RECOVERED.labels(self.queue).inc()
+            log.warning("a message came back after subscribing again to %s (a delivery that "
+                        "never arrived)", self.queue, extra={"message_id": message.message_id})
+        else:
+            self._renewed = False
         try:
             await self.process(AmqpMessage(self._send_to_queue, message, self.queue))
         finally:
@@ -176,7 +193,7 @@ class AmqpConsumer(ConsumerLoop):
                 continue
             try:
                 await self.renew()
-            except CONNECTION_ERRORS as exc:  # the robust connection restores the old one
+            except Exception as exc:  # noqa: BLE001 - the old subscription stays; try again later
                 log.info("could not subscribe again to %s: %s", self.queue, type(exc).__name__)
                 self._last_message = asyncio.get_running_loop().time()
 
@@ -196,7 +213,11 @@ class AmqpConsumer(ConsumerLoop):
             except CONNECTION_ERRORS:
                 pass
         RENEWALS.labels(self.queue).inc()
-        log.debug("idle consumer of %s subscribed again on a new channel", self.queue)
+        # Once per idle stretch at info; the later renewals of the same stretch at debug.
+        log.log(logging.DEBUG if self._renewed else logging.INFO,
+                "idle for %.0fs, subscribed again to %s on a new channel", self._renew_after,
+                self.queue)
+        self._renewed = True
 
     async def stop_taking(self) -> None:
         if self._watch is not None:
