@@ -148,6 +148,18 @@ class RabbitMQCluster:
                 continue
         return {}
 
+    def log_lines(self, *words: str, last: int = 30) -> dict[str, list[str]]:
+        """Each node's last ``last`` log lines that hold one of ``words`` (a failure's report)."""
+        found: dict[str, list[str]] = {}
+        for node in self.nodes:
+            try:
+                text = node.log_file.read_text(errors="replace")
+            except OSError:
+                continue
+            found[node.nodename] = [line for line in text.splitlines()
+                                    if any(w in line for w in words)][-last:]
+        return found
+
     def kill(self, node: ClusterNode) -> None:
         """SIGKILL the node's Erlang VM, as a machine dying would."""
         pid = node.pid

@@ -119,6 +119,7 @@ async def report_loss(system: ServiceProcesses, cluster: RabbitMQCluster, homes:
     the cluster says holds them, and what each service logged of them and of its broker."""
     print(json.dumps(await asyncio.to_thread(cluster.queues), indent=1))
     print(json.dumps(await asyncio.to_thread(cluster.consumers), indent=1))
+    print(json.dumps(cluster.log_lines("[error]", "[warning]", "leader", "uploaded"), indent=1))
     ids = [job.split(":")[0] for job in lost]
     async with aiohttp.ClientSession() as session:
         for key in homes:
