@@ -4,7 +4,7 @@ Loaded from ``tests/conftest.py``; the servers come from :mod:`imgpipe.testing.s
 Session-scoped fixtures start private S3 (SeaweedFS) and CouchDB servers under a
 temporary state dir and stop them at the end (which CouchDB: see
 :mod:`imgpipe.testing.servers.couchdb`; the header of the test run names it);
-``rabbitmq_url`` uses the broker on 127.0.0.1:5672, or starts a private one. A test may
+and a RabbitMQ broker of the session's own (``rabbitmq_url``). A test may
 ``stop()`` and ``start()`` a server (same port, same data); a server left stopped by a
 test is started again after that test.
 """
@@ -21,7 +21,7 @@ from imgpipe.broker.rabbitmq import AmqpBroker
 from imgpipe.testing.names import run_name
 from imgpipe.testing.servers.base import start_on_free_ports
 from imgpipe.testing.servers.couchdb import couchdb_choice, start_couchdb
-from imgpipe.testing.servers.rabbitmq import RabbitMQServer, ensure_rabbitmq, start_rabbitmq
+from imgpipe.testing.servers.rabbitmq import RabbitMQServer, start_rabbitmq
 from imgpipe.testing.servers.seaweedfs import S3Server
 
 _restartable: list[Any] = []
@@ -41,10 +41,14 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def rabbitmq_server(services_dir: Path) -> Iterator[RabbitMQServer]:
-    """The broker: url, user, password, port, started."""
-    server = ensure_rabbitmq(services_dir / "rabbitmq", fallback_ports="auto")
+    """The session's own broker on free ports: url, user, password, port, started.
+
+    Not the broker a machine may already run on 5672: a clean broker per session keeps
+    the tests from the queues earlier runs left there, and from that broker's health
+    (one stopped answering mid-run here, and every later test failed)."""
+    server = start_rabbitmq(services_dir / "rabbitmq")
     yield server
-    server.stop()
+    server.stop(grace=0)  # its data is thrown away: no need to wait for a clean exit
 
 
 @pytest.fixture(scope="session")
