@@ -57,9 +57,9 @@ async def test_pipeline_survives_losing_rabbitmq_nodes(
     system = system_env
     system.env["AMQP_URL"] = cluster.url
     system.env["AMQP_RETRY_DELAYS"] = "0.5,1,2"
-    # Idle consumers subscribe again after 3 s instead of the default 30 s, so that a
+    # Idle consumers subscribe again after 10 s instead of the default 30 s, so that a
     # delivery the cluster counted but never sent comes back within the settle window.
-    system.env["AMQP_IDLE_RENEW"] = "3"
+    system.env["AMQP_IDLE_RENEW"] = "10"
     homes = {"upload-server": 0, "runner": 1, "runner2": 2, "provenance": 2}
     system.start("imageproc")
     for key, home in homes.items():

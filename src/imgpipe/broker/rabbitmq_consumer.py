@@ -54,8 +54,10 @@ IDLE_RENEW = 30.0
 RENEWALS = Counter("imgpipe_consumer_renewals", "Idle consumers that subscribed again on a "
                    "new channel (returning deliveries that never arrived)", ["queue"])
 RECOVERED = Counter("imgpipe_consumer_recovered", "Redelivered messages a consumer received "
-                    "first after subscribing again (likely deliveries that never arrived)",
-                    ["queue"])
+                    "within RECOVERY_WINDOW seconds of subscribing again (likely deliveries "
+                    "that never arrived)", ["queue"])
+#: Seconds after a renewal in which a redelivered message counts as one that came back by it.
+RECOVERY_WINDOW = 10.0
 
 #: Publishes a copy of a message straight into a queue, with new headers, confirmed.
 SendToQueue = Callable[[str, aio_pika.abc.AbstractIncomingMessage, dict[str, Any]],
@@ -141,6 +143,7 @@ class AmqpConsumer(ConsumerLoop):
         self._tag: str | None = None
         self._last_message = 0.0
         self._renewed = False  # subscribed again since the last message
+        self._renewed_at: float | None = None  # when this consumer last subscribed again
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -165,12 +168,12 @@ class AmqpConsumer(ConsumerLoop):
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         loop = asyncio.get_running_loop()
         self._last_message = loop.time()
-        if self._renewed and message.redelivered:
+        if (message.redelivered and self._renewed_at is not None
+                and self._last_message - self._renewed_at <= RECOVERY_WINDOW):
             RECOVERED.labels(self.queue).inc()
             log.warning("a message came back after subscribing again to %s (a delivery that "
                         "never arrived)", self.queue, extra={"message_id": message.message_id})
-        else:
-            self._renewed = False
+        self._renewed = False
         try:
             await self.process(AmqpMessage(self._send_to_queue, message, self.queue))
         finally:
@@ -202,6 +205,9 @@ class AmqpConsumer(ConsumerLoop):
         queue whatever was counted as delivered on it)."""
         old_channel, old_queue, old_tag = self._channel, self._queue, self._tag
         await self._subscribe()
+        # Before the old channel closes: what it returns may arrive on the new one at once.
+        quiet, self._renewed = self._renewed, True
+        self._renewed_at = asyncio.get_running_loop().time()
         if old_queue is not None and old_tag is not None:
             try:
                 await old_queue.cancel(old_tag)
@@ -214,10 +220,9 @@ class AmqpConsumer(ConsumerLoop):
                 pass
         RENEWALS.labels(self.queue).inc()
         # Once per idle stretch at info; the later renewals of the same stretch at debug.
-        log.log(logging.DEBUG if self._renewed else logging.INFO,
+        log.log(logging.DEBUG if quiet else logging.INFO,
                 "idle for %.0fs, subscribed again to %s on a new channel", self._renew_after,
                 self.queue)
-        self._renewed = True
 
     async def stop_taking(self) -> None:
         if self._watch is not None:
