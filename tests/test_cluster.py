@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from imgpipe.broker.topology import work_queue_name
 from imgpipe.testing.processes import ServiceProcesses
@@ -121,35 +122,36 @@ async def report_loss(system: ServiceProcesses, cluster: RabbitMQCluster, homes:
     print(json.dumps(await asyncio.to_thread(cluster.consumers), indent=1))
     print(json.dumps(cluster.log_lines("[error]", "[warning]", "leader", "uploaded"), indent=1))
     ids = [job.split(":")[0] for job in lost]
-    async with aiohttp.ClientSession() as session:
-        for key in homes:
-            lines = [line for line in system.log(key).splitlines()
-                     if any(i in line for i in ids) or '"level": "warning"' in line
-                     or '"level": "error"' in line or "subscribed again" in line]
-            print(key, *lines[-40:], sep="\n  ")
-            try:
-                async with session.get(system.url(key) + "/metrics") as resp:
-                    metrics = await resp.text()
-                print(*[m for m in metrics.splitlines()
-                        if m.startswith(("imgpipe_consumer_", "imgpipe_messages_"))],
-                      sep="\n  ")
-            except aiohttp.ClientError as exc:
-                print("  no metrics:", exc)
+    metrics = await scrape(system, homes)
+    for key in homes:
+        lines = [line for line in system.log(key).splitlines()
+                 if any(i in line for i in ids) or '"level": "warning"' in line
+                 or '"level": "error"' in line or "subscribed again" in line]
+        print(key, *lines[-40:], sep="\n  ")
+        print(*[m for m in metrics.get(key, "no metrics").splitlines()
+                if m.startswith(("imgpipe_consumer_", "imgpipe_messages_", "no metrics"))],
+              sep="\n  ")
 
 
-async def renewals(system: ServiceProcesses, keys: Iterable[str]) -> tuple[int, int]:
-    """Idle subscriptions renewed, and deliveries that came back by it, over the services."""
-    renewed = recovered = 0
+async def scrape(system: ServiceProcesses, keys: Iterable[str]) -> dict[str, str]:
+    """The /metrics text of each of the services ``keys`` that answers."""
+    texts: dict[str, str] = {}
     async with aiohttp.ClientSession() as session:
         for key in keys:
             try:
                 async with session.get(system.url(key) + "/metrics") as resp:
-                    metrics = await resp.text()
+                    texts[key] = await resp.text()
             except aiohttp.ClientError:
                 continue
-            for m in metrics.splitlines():
-                if m.startswith("imgpipe_consumer_renewals_total"):
-                    renewed += int(float(m.split()[-1]))
-                elif m.startswith("imgpipe_consumer_recovered_total"):
-                    recovered += int(float(m.split()[-1]))
-    return renewed, recovered
+    return texts
+
+
+async def renewals(system: ServiceProcesses, keys: Iterable[str]) -> tuple[int, int]:
+    """Idle subscriptions renewed, and deliveries that came back by it, over the services."""
+    totals = {"imgpipe_consumer_renewals": 0.0, "imgpipe_consumer_recovered": 0.0}
+    for text in (await scrape(system, keys)).values():
+        for family in text_string_to_metric_families(text):
+            if family.name in totals:
+                totals[family.name] += sum(s.value for s in family.samples
+                                           if s.name.endswith("_total"))
+    return int(totals["imgpipe_consumer_renewals"]), int(totals["imgpipe_consumer_recovered"])
